@@ -1,0 +1,102 @@
+/**
+ * buildApp(deps): the HTTP application — plugins, routes and the error handler. It never listens and
+ * never reads the environment; main.ts does both, and tests call buildApp with their own deps.
+ */
+import swagger from '@fastify/swagger'
+import swaggerUi from '@fastify/swagger-ui'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import addFormats from 'ajv-formats'
+import type { Plugin } from 'ajv'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import { accountsRoutes } from './accounts/accounts.routes.ts'
+import type { Deps } from './deps.ts'
+import { healthRoutes } from './health/health.routes.ts'
+import { createAuthenticate } from './http/authenticate.ts'
+import { registerErrorHandling } from './http/problem.ts'
+import { requestIdFor } from './http/request-id.ts'
+import { OAuthErrorBody, Problem, TokenResponse } from './http/schemas.ts'
+import { keysRoutes } from './keys/keys.routes.ts'
+import { sessionsRoutes } from './sessions/sessions.routes.ts'
+
+export const API_VERSION = '0.1.0'
+
+export async function buildApp(deps: Deps): Promise<FastifyInstance> {
+  const { config } = deps
+  const app = Fastify({
+    loggerInstance: deps.logger as FastifyBaseLogger,
+    disableRequestLogging: true,
+    genReqId: requestIdFor,
+    requestIdHeader: false,
+    requestIdLogLabel: 'request_id',
+    bodyLimit: config.http.bodyLimit,
+    requestTimeout: config.http.requestTimeoutMs,
+    return503OnClosing: true,
+    onProtoPoisoning: 'error',
+    onConstructorPoisoning: 'error',
+    // Client IP from the socket: forwarding headers are not trusted (a trusted-proxy list comes with
+    // the rate-limiting issue).
+    trustProxy: false,
+    ajv: {
+      // Strict input: wrong types are errors (no coercion), unknown fields are errors (no silent drop).
+      customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false },
+      plugins: [addFormats.default as unknown as Plugin<unknown>],
+    },
+  }).withTypeProvider<TypeBoxTypeProvider>()
+
+  app.server.headersTimeout = config.http.headersTimeoutMs
+  registerErrorHandling(app)
+  // JSON only where JSON is expected: drop the default text/plain parser (415 instead).
+  app.removeContentTypeParser('text/plain')
+  app.decorateRequest('principal', null)
+
+  app.addHook('onRequest', async (request, reply) => {
+    void reply.header('x-request-id', request.id)
+  })
+  app.addHook('onSend', async (_request, reply) => {
+    void reply.header('x-content-type-options', 'nosniff')
+    void reply.header('referrer-policy', 'no-referrer')
+    if (!reply.hasHeader('cache-control')) void reply.header('cache-control', 'no-store')
+  })
+  // One line per request (no bodies, no headers): enough to correlate, nothing to leak.
+  app.addHook('onResponse', async (request, reply) => {
+    request.log.info({
+      method: request.method,
+      route: request.routeOptions.url ?? 'unmatched',
+      status: reply.statusCode,
+      duration_ms: Math.round(reply.elapsedTime * 100) / 100,
+      ip: request.ip,
+      account_id: request.principal?.accountId,
+    }, 'request')
+  })
+
+  app.addSchema(Problem)
+  app.addSchema(OAuthErrorBody)
+  app.addSchema(TokenResponse)
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'Tessera',
+        version: API_VERSION,
+        description: 'Accounts, passwords, sessions and offline-verifiable JWT access tokens. Errors are RFC 9457 problem+json with a stable `code`; OAuth endpoints use RFC 6749 §5.2 errors.',
+      },
+      servers: [{ url: config.publicUrl }],
+      components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } } },
+    },
+    refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
+  })
+  await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: true })
+
+  app.get('/openapi.json', { schema: { hide: true } }, async (_request, reply) => {
+    void reply.header('cache-control', 'public, max-age=60')
+    return app.swagger()
+  })
+
+  const authenticate = createAuthenticate({ accessTokens: deps.accessTokens, revocations: deps.revocations })
+  await app.register(healthRoutes, { health: deps.health })
+  await app.register(keysRoutes, { keys: deps.keys, config })
+  await app.register(accountsRoutes, { accounts: deps.accounts, authenticate })
+  await app.register(sessionsRoutes, { sessions: deps.sessions, authenticate })
+  return app
+}

@@ -1,0 +1,203 @@
+/**
+ * Configuration: the only module that reads environment variables.
+ *
+ * `loadConfig(env)` parses the environment once against one TypeBox schema, reports every invalid key at
+ * once, and returns a deep-frozen {@link Config}. `docs/configuration.md` is generated from
+ * {@link envSchema} (`npm run docs:config`) and a test fails when the two disagree.
+ */
+import { availableParallelism } from 'node:os'
+import path from 'node:path'
+import { Type, type Static } from 'typebox'
+import { Value } from 'typebox/value'
+
+const DAY = 86_400
+
+/** Every environment variable Tessera reads, with its type, default and description. */
+export const envSchema = Type.Object({
+  HOST: Type.String({ default: '127.0.0.1', minLength: 1, description: 'Interface the public API listens on. Use `0.0.0.0` in containers.' }),
+  PORT: Type.Integer({ default: 8080, minimum: 0, maximum: 65535, description: 'Port of the public API (0 picks a free port).' }),
+  LOG_LEVEL: Type.Union([Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'), Type.Literal('info'), Type.Literal('debug'), Type.Literal('trace'), Type.Literal('silent')], { default: 'info', description: 'pino log level.' }),
+  DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://', description: 'PostgreSQL connection string. Unset: an embedded PostgreSQL server is started in `TESSERA_DATA_DIR` (single node only).' })),
+  DATABASE_POOL_MAX: Type.Integer({ default: 10, minimum: 1, maximum: 200, description: 'Maximum connections in the pool of each instance.' }),
+  DATABASE_STATEMENT_TIMEOUT_MS: Type.Integer({ default: 5000, minimum: 100, maximum: 600_000, description: 'Server-side `statement_timeout` for every pooled connection.' }),
+  DATABASE_CONNECT_TIMEOUT_MS: Type.Integer({ default: 5000, minimum: 100, maximum: 60_000, description: 'Time allowed to open a connection before the request fails with 503.' }),
+  TESSERA_DATA_DIR: Type.String({ default: './.tessera', minLength: 1, description: 'Directory for the embedded PostgreSQL data and the generated key-encryption key (embedded mode only).' }),
+  TESSERA_EMBEDDED_PG_PORT: Type.Integer({ default: 54329, minimum: 1, maximum: 65535, description: 'Loopback port of the embedded PostgreSQL server.' }),
+  TESSERA_MIGRATE_ON_START: Type.Boolean({ default: true, description: 'Apply pending migrations when `tessera serve` starts (under an advisory lock, so concurrent starts are safe).' }),
+  TESSERA_PUBLIC_URL: Type.String({ default: 'http://localhost:8080', pattern: '^https?://[^\\s/?#]+(/[^\\s?#]*)?$', description: 'Public base URL of this service; the `iss` of every token and the base of every link.' }),
+  TESSERA_JWT_AUDIENCE: Type.Optional(Type.String({ minLength: 1, maxLength: 512, description: 'The `aud` of access tokens. Defaults to `TESSERA_PUBLIC_URL`.' })),
+  TESSERA_JWT_ALGORITHM: Type.Union([Type.Literal('EdDSA'), Type.Literal('ES256')], { default: 'EdDSA', description: 'Signing algorithm for new keys (Ed25519 or P-256). Verifiers accept only this algorithm.' }),
+  TESSERA_KEY_ENCRYPTION_KEY: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9+/]{43}=$', description: '32 random bytes, base64: encrypts signing keys at rest (AES-256-GCM) and derives the refresh-token secret. Required with `DATABASE_URL`; generated into the data directory in embedded mode. Generate with `openssl rand -base64 32`.' })),
+  TESSERA_ACCESS_TOKEN_TTL_SECONDS: Type.Integer({ default: 600, minimum: 30, maximum: 3600, description: 'Lifetime of access tokens.' }),
+  TESSERA_JWT_LEEWAY_SECONDS: Type.Integer({ default: 30, minimum: 0, maximum: 60, description: 'Clock skew tolerated when verifying `exp`/`iat` (RFC 8725 advises at most 60 s).' }),
+  TESSERA_REFRESH_IDLE_TTL_SECONDS: Type.Integer({ default: 14 * DAY, minimum: 300, maximum: 365 * DAY, description: 'A session whose refresh token is unused this long ends (idle timeout).' }),
+  TESSERA_REFRESH_ABSOLUTE_TTL_SECONDS: Type.Integer({ default: 90 * DAY, minimum: 600, maximum: 730 * DAY, description: 'A session ends this long after login, whatever its activity (absolute timeout).' }),
+  TESSERA_REFRESH_GRACE_SECONDS: Type.Integer({ default: 10, minimum: 0, maximum: 120, description: 'A refresh token presented again within this window returns the same new refresh token instead of counting as reuse.' }),
+  TESSERA_PASSWORD_MIN_LENGTH: Type.Integer({ default: 15, minimum: 8, maximum: 64, description: 'Minimum password length in Unicode code points, after NFKC.' }),
+  TESSERA_PASSWORD_MAX_LENGTH: Type.Integer({ default: 256, minimum: 64, maximum: 1024, description: 'Maximum password length in code points (never truncated: longer is rejected).' }),
+  TESSERA_PASSWORD_MAX_BYTES: Type.Integer({ default: 1024, minimum: 256, maximum: 4096, description: 'Passwords longer than this many UTF-8 bytes are rejected before hashing (hashing-DoS defence).' }),
+  TESSERA_ARGON2_MEMORY_KIB: Type.Integer({ default: 19_456, minimum: 1024, maximum: 262_144, description: 'argon2id memory cost in KiB (OWASP: 19 MiB).' }),
+  TESSERA_ARGON2_TIME_COST: Type.Integer({ default: 2, minimum: 1, maximum: 10, description: 'argon2id iterations.' }),
+  TESSERA_ARGON2_PARALLELISM: Type.Integer({ default: 1, minimum: 1, maximum: 8, description: 'argon2id lanes.' }),
+  TESSERA_HASH_CONCURRENCY: Type.Integer({ default: 0, minimum: 0, maximum: 64, description: 'Password hashes computed at once; 0 means one per CPU core.' }),
+  TESSERA_HASH_QUEUE_LIMIT: Type.Integer({ default: 64, minimum: 0, maximum: 10_000, description: 'Hashes allowed to wait for a slot; beyond this, requests are shed with 503 and `Retry-After`.' }),
+  TESSERA_BODY_LIMIT_BYTES: Type.Integer({ default: 65_536, minimum: 1024, maximum: 1_048_576, description: 'Largest request body accepted (413 beyond).' }),
+  TESSERA_REQUEST_TIMEOUT_MS: Type.Integer({ default: 30_000, minimum: 1000, maximum: 300_000, description: 'Time allowed to receive a whole request.' }),
+  TESSERA_HEADERS_TIMEOUT_MS: Type.Integer({ default: 10_000, minimum: 1000, maximum: 120_000, description: 'Time allowed to receive the request headers (slow-loris defence).' }),
+  TESSERA_SHUTDOWN_DELAY_MS: Type.Integer({ default: 0, minimum: 0, maximum: 120_000, description: 'After SIGTERM, keep serving (with readiness 503) this long so load balancers stop routing here before connections close.' }),
+  TESSERA_SHUTDOWN_TIMEOUT_MS: Type.Integer({ default: 10_000, minimum: 100, maximum: 600_000, description: 'Longest time in-flight requests get to finish after shutdown starts.' }),
+  TESSERA_REVOCATION_POLL_MS: Type.Integer({ default: 1000, minimum: 100, maximum: 60_000, description: 'How often each instance reads session revocations made by other instances from PostgreSQL (the cross-instance revocation bound without Redis).' }),
+})
+
+export type Env = Static<typeof envSchema>
+
+/** The parsed, validated and frozen configuration. Tests build one with {@link loadConfig} too. */
+export interface Config {
+  readonly http: {
+    readonly host: string
+    readonly port: number
+    readonly bodyLimit: number
+    readonly requestTimeoutMs: number
+    readonly headersTimeoutMs: number
+    readonly shutdownDelayMs: number
+    readonly shutdownTimeoutMs: number
+  }
+  readonly logLevel: Env['LOG_LEVEL']
+  readonly database: {
+    /** Undefined in embedded mode until the embedded server has started. */
+    readonly url: string | undefined
+    readonly poolMax: number
+    readonly statementTimeoutMs: number
+    readonly connectTimeoutMs: number
+    readonly migrateOnStart: boolean
+  }
+  readonly embedded: { readonly dataDir: string; readonly port: number }
+  readonly publicUrl: string
+  readonly jwt: {
+    readonly issuer: string
+    readonly audience: string
+    readonly algorithm: Env['TESSERA_JWT_ALGORITHM']
+    readonly accessTokenTtlSeconds: number
+    readonly leewaySeconds: number
+  }
+  /** Base64 key-encryption key; undefined only in embedded mode, where it is generated on first start. */
+  readonly keyEncryptionKey: string | undefined
+  readonly sessions: {
+    readonly idleTtlSeconds: number
+    readonly absoluteTtlSeconds: number
+    readonly refreshGraceSeconds: number
+    readonly revocationPollMs: number
+  }
+  readonly passwords: {
+    readonly minLength: number
+    readonly maxLength: number
+    readonly maxBytes: number
+    readonly argon2: { readonly memoryCost: number; readonly timeCost: number; readonly parallelism: number }
+    readonly concurrency: number
+    readonly queueLimit: number
+  }
+}
+
+export class ConfigError extends Error {
+  readonly problems: readonly string[]
+  constructor(problems: readonly string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`)
+    this.name = 'ConfigError'
+    this.problems = problems
+  }
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value)
+    for (const child of Object.values(value)) deepFreeze(child)
+  }
+  return value
+}
+
+function describe(key: string, raw: unknown, message: string): string {
+  // Secrets never reach a log line, not even when they are malformed.
+  const shown = /(_KEY|_URL|SECRET)$/.test(key) ? '(value hidden)' : JSON.stringify(raw)
+  return `${key}=${shown}: ${message}`
+}
+
+/**
+ * Parses the environment into a frozen {@link Config}.
+ * @throws ConfigError listing every invalid key at once.
+ */
+export function loadConfig(env: Readonly<Record<string, string | undefined>>): Config {
+  const picked: Record<string, unknown> = {}
+  for (const key of Object.keys(envSchema.properties)) {
+    const raw = env[key]
+    if (raw !== undefined && raw !== '') picked[key] = raw
+  }
+  const converted = Value.Convert(envSchema, Value.Default(envSchema, Value.Clone(picked)))
+  const problems: string[] = []
+  for (const error of Value.Errors(envSchema, converted)) {
+    const key = error.instancePath.replace(/^\//, '') || 'environment'
+    problems.push(describe(key, picked[key], error.message))
+  }
+  if (picked.DATABASE_URL !== undefined && picked.TESSERA_KEY_ENCRYPTION_KEY === undefined) {
+    problems.push('TESSERA_KEY_ENCRYPTION_KEY is required when DATABASE_URL is set (generate one with `openssl rand -base64 32`)')
+  }
+  if (problems.length > 0) throw new ConfigError(problems)
+  const e = converted as Env
+
+  if (e.TESSERA_REFRESH_ABSOLUTE_TTL_SECONDS < e.TESSERA_REFRESH_IDLE_TTL_SECONDS) {
+    problems.push('TESSERA_REFRESH_ABSOLUTE_TTL_SECONDS must be at least TESSERA_REFRESH_IDLE_TTL_SECONDS')
+  }
+  if (e.TESSERA_PASSWORD_MAX_LENGTH < e.TESSERA_PASSWORD_MIN_LENGTH) {
+    problems.push('TESSERA_PASSWORD_MAX_LENGTH must be at least TESSERA_PASSWORD_MIN_LENGTH')
+  }
+  if (problems.length > 0) throw new ConfigError(problems)
+
+  const publicUrl = e.TESSERA_PUBLIC_URL.replace(/\/+$/, '')
+  return deepFreeze<Config>({
+    http: {
+      host: e.HOST,
+      port: e.PORT,
+      bodyLimit: e.TESSERA_BODY_LIMIT_BYTES,
+      requestTimeoutMs: e.TESSERA_REQUEST_TIMEOUT_MS,
+      headersTimeoutMs: e.TESSERA_HEADERS_TIMEOUT_MS,
+      shutdownDelayMs: e.TESSERA_SHUTDOWN_DELAY_MS,
+      shutdownTimeoutMs: e.TESSERA_SHUTDOWN_TIMEOUT_MS,
+    },
+    logLevel: e.LOG_LEVEL,
+    database: {
+      url: e.DATABASE_URL,
+      poolMax: e.DATABASE_POOL_MAX,
+      statementTimeoutMs: e.DATABASE_STATEMENT_TIMEOUT_MS,
+      connectTimeoutMs: e.DATABASE_CONNECT_TIMEOUT_MS,
+      migrateOnStart: e.TESSERA_MIGRATE_ON_START,
+    },
+    embedded: { dataDir: path.resolve(e.TESSERA_DATA_DIR), port: e.TESSERA_EMBEDDED_PG_PORT },
+    publicUrl,
+    jwt: {
+      issuer: publicUrl,
+      audience: e.TESSERA_JWT_AUDIENCE ?? publicUrl,
+      algorithm: e.TESSERA_JWT_ALGORITHM,
+      accessTokenTtlSeconds: e.TESSERA_ACCESS_TOKEN_TTL_SECONDS,
+      leewaySeconds: e.TESSERA_JWT_LEEWAY_SECONDS,
+    },
+    keyEncryptionKey: e.TESSERA_KEY_ENCRYPTION_KEY,
+    sessions: {
+      idleTtlSeconds: e.TESSERA_REFRESH_IDLE_TTL_SECONDS,
+      absoluteTtlSeconds: e.TESSERA_REFRESH_ABSOLUTE_TTL_SECONDS,
+      refreshGraceSeconds: e.TESSERA_REFRESH_GRACE_SECONDS,
+      revocationPollMs: e.TESSERA_REVOCATION_POLL_MS,
+    },
+    passwords: {
+      minLength: e.TESSERA_PASSWORD_MIN_LENGTH,
+      maxLength: e.TESSERA_PASSWORD_MAX_LENGTH,
+      maxBytes: e.TESSERA_PASSWORD_MAX_BYTES,
+      argon2: { memoryCost: e.TESSERA_ARGON2_MEMORY_KIB, timeCost: e.TESSERA_ARGON2_TIME_COST, parallelism: e.TESSERA_ARGON2_PARALLELISM },
+      concurrency: e.TESSERA_HASH_CONCURRENCY === 0 ? availableParallelism() : e.TESSERA_HASH_CONCURRENCY,
+      queueLimit: e.TESSERA_HASH_QUEUE_LIMIT,
+    },
+  })
+}
+
+/** Returns a copy of `config` with the database URL set (used once the embedded server is up). */
+export function withDatabaseUrl(config: Config, url: string, keyEncryptionKey: string): Config {
+  return deepFreeze({ ...config, database: { ...config.database, url }, keyEncryptionKey })
+}

@@ -1,0 +1,66 @@
+/**
+ * The wiring diagram: every component and what it is given, read top to bottom. No container, no magic.
+ */
+import { createAccountsService } from './accounts/accounts.service.ts'
+import { systemClock, type Clock } from './clock.ts'
+import type { Config } from './config.ts'
+import { readMigrations } from './db/migrator.ts'
+import { createPool, type Pool } from './db/pool.ts'
+import { createHealth } from './health/health.ts'
+import { deriveSecret } from './keys/keys.crypto.ts'
+import { createKeyStore } from './keys/keys.service.ts'
+import { createLogger, type Logger } from './logger.ts'
+import { createPasswordHasher } from './passwords/passwords.hasher.ts'
+import { createRevocationList } from './sessions/revocation.ts'
+import { createSessionsService } from './sessions/sessions.service.ts'
+import { createAccessTokens } from './tokens/access-tokens.ts'
+
+export interface Overrides {
+  clock?: Clock
+  logger?: Logger
+  db?: Pool
+}
+
+export async function createDeps(config: Config, overrides: Overrides = {}) {
+  if (config.keyEncryptionKey === undefined) throw new Error('createDeps: keyEncryptionKey is not set')
+  const logger = overrides.logger ?? createLogger(config.logLevel)
+  const clock = overrides.clock ?? systemClock
+  const db = overrides.db ?? createPool(config.database, logger)
+  const expectedVersion = (await readMigrations()).length
+
+  const hasher = createPasswordHasher(config.passwords)
+  const keys = createKeyStore({ db, config, clock, reloadIntervalMs: 60_000 })
+  const accessTokens = createAccessTokens({ keys, jwt: config.jwt, clock })
+  const revocations = createRevocationList({
+    db,
+    clock,
+    // A session revoked longer ago than one access-token lifetime (+ leeway) has no valid token left.
+    windowSeconds: config.jwt.accessTokenTtlSeconds + config.jwt.leewaySeconds + 60,
+    pollMs: config.sessions.revocationPollMs,
+    onError: (err) => logger.warn({ err }, 'revocation poll failed; retrying'),
+  })
+  const accounts = createAccountsService({ db, clock, hasher, policy: config.passwords, revocations })
+  const sessions = createSessionsService({
+    db, clock, hasher, accessTokens, revocations,
+    sessions: config.sessions,
+    passwordMaxBytes: config.passwords.maxBytes,
+    refreshSecret: deriveSecret(config.keyEncryptionKey, 'refresh-derivation'),
+  })
+  const health = createHealth({ db, expectedVersion, timeoutMs: 2000 })
+
+  return {
+    config, logger, clock, db, hasher, keys, accessTokens, revocations, accounts, sessions, health,
+    /** Loads what the hot paths keep in memory (keys, revocations). */
+    async start(): Promise<void> {
+      await keys.init()
+      await revocations.start()
+    },
+    async close(): Promise<void> {
+      revocations.stop()
+      keys.close()
+      if (overrides.db === undefined) await db.end()
+    },
+  }
+}
+
+export type Deps = Awaited<ReturnType<typeof createDeps>>

@@ -1,0 +1,39 @@
+import { Type } from 'typebox'
+
+/** RFC 9457 problem details, as every non-OAuth error is rendered. */
+export const Problem = Type.Object({
+  type: Type.String({ description: 'URI of the problem type: `urn:tessera:problem:<code>`.' }),
+  title: Type.String(),
+  status: Type.Integer(),
+  detail: Type.Optional(Type.String()),
+  code: Type.String({ description: 'Stable machine-readable error code (never renamed).' }),
+  request_id: Type.Optional(Type.String()),
+  errors: Type.Optional(Type.Array(Type.Object({ pointer: Type.String(), detail: Type.String() }))),
+  violations: Type.Optional(Type.Array(Type.String())),
+}, { $id: 'Problem', additionalProperties: true })
+
+/** RFC 6749 §5.2 error response, used by the OAuth endpoints. */
+export const OAuthErrorBody = Type.Object({
+  error: Type.String(),
+  error_description: Type.Optional(Type.String()),
+}, { $id: 'OAuthError' })
+
+/** RFC 6749 §5.1 successful token response. */
+export const TokenResponse = Type.Object({
+  access_token: Type.String(),
+  token_type: Type.Literal('Bearer'),
+  expires_in: Type.Integer(),
+  refresh_token: Type.String(),
+}, { $id: 'TokenResponse' })
+
+export const problemRef = Type.Unsafe<never>({ $ref: 'Problem#' })
+export const oauthErrorRef = Type.Unsafe<never>({ $ref: 'OAuthError#' })
+export const tokenResponseRef = Type.Unsafe<{ access_token: string; token_type: 'Bearer'; expires_in: number; refresh_token: string }>({ $ref: 'TokenResponse#' })
+
+/** The error responses every JSON endpoint may return, for the OpenAPI document. */
+export function problemResponses(...statuses: number[]): Record<number, typeof problemRef> {
+  return Object.fromEntries(statuses.map((s) => [s, problemRef]))
+}
+
+export const Password = Type.String({ minLength: 1, maxLength: 4096, description: 'Checked in code points after NFKC; never trimmed or truncated.' })
+export const Email = Type.String({ minLength: 3, maxLength: 512, description: 'Canonicalised: trimmed, NFKC, lower-cased (see docs/api.md for the grammar).' })

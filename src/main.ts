@@ -1,0 +1,81 @@
+/**
+ * Process entry for `tessera serve`: config → database (embedded or given) → migrations → deps → app →
+ * listen → graceful close. The only file that listens.
+ */
+import { buildApp } from './app.ts'
+import { ConfigError, loadConfig, withDatabaseUrl, type Config } from './config.ts'
+import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.ts'
+import { migrate } from './db/migrator.ts'
+import { createPool } from './db/pool.ts'
+import { createDeps } from './deps.ts'
+import { createLogger, type Logger } from './logger.ts'
+
+/** Reads the config or prints every problem and exits (status 78, EX_CONFIG). */
+export function loadConfigOrExit(env: NodeJS.ProcessEnv): Config {
+  try {
+    return loadConfig(env)
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`tessera: ${err.message}\nSee docs/configuration.md.\n`)
+      process.exit(78)
+    }
+    throw err
+  }
+}
+
+/** Resolves the database: the configured server, or an embedded one started in the data directory. */
+export async function openDatabase(config: Config, logger: Logger): Promise<{ config: Config; embedded: EmbeddedDatabase | undefined }> {
+  if (config.database.url !== undefined) return { config, embedded: undefined }
+  const embedded = await startEmbeddedPostgres({ dataDir: config.embedded.dataDir, port: config.embedded.port, logger })
+  logger.warn(
+    { dataDir: embedded.dataDir, port: config.embedded.port },
+    'EMBEDDED MODE: using a PostgreSQL server started from the data directory. For a single node only; set DATABASE_URL (and TESSERA_KEY_ENCRYPTION_KEY) in production.',
+  )
+  return { config: withDatabaseUrl(config, embedded.url, embedded.keyEncryptionKey), embedded }
+}
+
+export async function runMigrations(config: Config, logger: Logger): Promise<void> {
+  const pool = createPool(config.database, logger, 'tessera-migrate')
+  try {
+    const applied = await migrate(pool)
+    logger.info({ applied }, applied.length > 0 ? 'migrations applied' : 'database schema is up to date')
+  } finally {
+    await pool.end()
+  }
+}
+
+export async function serve(env: NodeJS.ProcessEnv): Promise<void> {
+  const initial = loadConfigOrExit(env)
+  const logger = createLogger(initial.logLevel)
+  const { config, embedded } = await openDatabase(initial, logger)
+  const stopEmbedded = async () => { await embedded?.stop() }
+  try {
+    if (config.database.migrateOnStart) await runMigrations(config, logger)
+    const deps = await createDeps(config, { logger })
+    await deps.start()
+    const app = await buildApp(deps)
+    await app.listen({ host: config.http.host, port: config.http.port })
+
+    let stopping = false
+    const shutdown = async (signal: string) => {
+      if (stopping) return
+      stopping = true
+      logger.info({ signal }, 'shutting down: readiness is now 503, draining in-flight requests')
+      deps.health.markShuttingDown()
+      if (config.http.shutdownDelayMs > 0) await new Promise((r) => setTimeout(r, config.http.shutdownDelayMs))
+      const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), config.http.shutdownTimeoutMs).unref())
+      const closed = await Promise.race([app.close().then(() => 'closed' as const), timeout])
+      if (closed === 'timeout') logger.warn({ timeoutMs: config.http.shutdownTimeoutMs }, 'shutdown timeout: closing remaining connections')
+      await deps.close()
+      await stopEmbedded()
+      logger.info('stopped')
+      process.exit(closed === 'timeout' ? 1 : 0)
+    }
+    process.once('SIGTERM', (s) => { void shutdown(s) })
+    process.once('SIGINT', (s) => { void shutdown(s) })
+  } catch (err) {
+    logger.fatal({ err }, 'start-up failed')
+    await stopEmbedded()
+    process.exit(1)
+  }
+}

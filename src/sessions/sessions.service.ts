@@ -1,0 +1,167 @@
+import { randomUUID } from 'node:crypto'
+import * as accountsRepository from '../accounts/accounts.repository.ts'
+import { canonicalEmail } from '../accounts/accounts.email.ts'
+import * as audit from '../audit/audit.repository.ts'
+import type { Clock } from '../clock.ts'
+import type { Config } from '../config.ts'
+import { withTransaction, type Pool } from '../db/pool.ts'
+import { AppError, OAuthError } from '../errors.ts'
+import type { Principal } from '../http/authenticate.ts'
+import type { RequestContext } from '../http/context.ts'
+import type { PasswordHasher } from '../passwords/passwords.hasher.ts'
+import { normalizePassword } from '../passwords/passwords.policy.ts'
+import type { AccessTokens } from '../tokens/access-tokens.ts'
+import { deriveChildToken, generateRefreshToken, hashToken, looksLikeRefreshToken } from '../tokens/refresh-tokens.ts'
+import type { RevocationList } from './revocation.ts'
+import * as sessionsRepository from './sessions.repository.ts'
+
+/** RFC 6749 §5.1 token response. */
+export interface TokenPair {
+  access_token: string
+  token_type: 'Bearer'
+  expires_in: number
+  refresh_token: string
+}
+
+export interface SessionsServiceDeps {
+  db: Pool
+  clock: Clock
+  hasher: PasswordHasher
+  accessTokens: AccessTokens
+  revocations: RevocationList
+  sessions: Config['sessions']
+  passwordMaxBytes: number
+  /** HMAC key that derives a refresh token's child from the token itself (see refresh-tokens.ts). */
+  refreshSecret: Buffer
+}
+
+function invalidCredentials(): AppError {
+  return new AppError('invalid_credentials', 'The email or password is incorrect.')
+}
+
+export function createSessionsService(deps: SessionsServiceDeps) {
+  const { db, clock, hasher, accessTokens, revocations, sessions } = deps
+
+  async function tokenPair(accountId: string, sessionId: string, refreshToken: string): Promise<TokenPair> {
+    const access = await accessTokens.issue({ accountId, sessionId })
+    return { access_token: access.token, token_type: 'Bearer', expires_in: access.expiresIn, refresh_token: refreshToken }
+  }
+
+  async function revokeForReuse(sessionId: string, ctx: RequestContext): Promise<void> {
+    const now = clock.now()
+    const accountId = await withTransaction(db, async (tx) => {
+      const owner = await sessionsRepository.revokeSession(tx, sessionId, 'refresh_token_reuse', now)
+      if (owner !== undefined) {
+        await audit.insertEvent(tx, { type: 'refresh_token.reused', accountId: owner, actor: 'system', ...ctx, data: { session_id: sessionId }, occurredAt: now })
+      }
+      return owner
+    })
+    if (accountId !== undefined) revocations.add([sessionId])
+  }
+
+  return {
+    /**
+     * Password login: a new session and its first token pair. Every failure is the same
+     * `invalid_credentials` after the same work (a dummy hash for unknown accounts), so the answer
+     * does not reveal whether the address has an account.
+     * @throws AppError `invalid_credentials`, `overloaded`.
+     */
+    async login(input: { email: string; password: string }, ctx: RequestContext): Promise<TokenPair> {
+      const email = canonicalEmail(input.email)
+      if (Buffer.byteLength(input.password, 'utf8') > deps.passwordMaxBytes) throw invalidCredentials()
+      const password = normalizePassword(input.password)
+      const account = email === undefined ? undefined : await accountsRepository.findByEmail(db, email)
+      if (account === undefined) {
+        await hasher.verifyDummy(password)
+        await audit.insertEvent(db, { type: 'login.failed', accountId: null, actor: 'anonymous', ...ctx, data: { reason: 'unknown_account' }, occurredAt: clock.now() })
+        throw invalidCredentials()
+      }
+      const { ok, needsRehash } = await hasher.verify(account.password_hash, password)
+      if (!ok || account.status !== 'active') {
+        const reason = ok ? `account_${account.status}` : 'wrong_password'
+        await withTransaction(db, async (tx) => {
+          if (!ok) await accountsRepository.recordLoginFailure(tx, account.id)
+          await audit.insertEvent(tx, { type: 'login.failed', accountId: account.id, actor: 'anonymous', ...ctx, data: { reason }, occurredAt: clock.now() })
+        })
+        throw invalidCredentials()
+      }
+      const rehash = needsRehash ? await hasher.hash(password) : null
+      const now = clock.now()
+      const sessionId = randomUUID()
+      const refreshToken = generateRefreshToken()
+      const sessionEnd = new Date(now.getTime() + sessions.absoluteTtlSeconds * 1000)
+      const tokenEnd = new Date(Math.min(now.getTime() + sessions.idleTtlSeconds * 1000, sessionEnd.getTime()))
+      await withTransaction(db, async (tx) => {
+        await accountsRepository.recordLoginSuccess(tx, account.id, { ip: ctx.ip, now, rehash })
+        await sessionsRepository.insertSession(tx, { id: sessionId, accountId: account.id, now, expiresAt: sessionEnd, ip: ctx.ip, userAgent: ctx.userAgent })
+        await sessionsRepository.insertRefreshToken(tx, { hash: hashToken(refreshToken), sessionId, now, expiresAt: tokenEnd })
+        await audit.insertEvent(tx, { type: 'login.succeeded', accountId: account.id, actor: `account:${account.id}`, ...ctx, data: { session_id: sessionId, rehashed: rehash !== null }, occurredAt: now })
+      })
+      return tokenPair(account.id, sessionId, refreshToken)
+    },
+
+    /**
+     * Rotates a refresh token (RFC 6749 §6, RFC 9700 §4.14.2). A retry of the same token within the
+     * grace window returns the same new refresh token; a replay after it ends the whole session.
+     * @throws OAuthError `invalid_grant`.
+     */
+    async refresh(refreshToken: string, ctx: RequestContext): Promise<TokenPair> {
+      const invalidGrant = () => new OAuthError('invalid_grant', 'The refresh token is invalid, expired or revoked.')
+      if (!looksLikeRefreshToken(refreshToken)) throw invalidGrant()
+      const hash = hashToken(refreshToken)
+      const child = deriveChildToken(deps.refreshSecret, refreshToken)
+      const now = clock.now()
+      const rotated = await sessionsRepository.rotateRefreshToken(db, { hash, childHash: hashToken(child), now, idleSeconds: sessions.idleTtlSeconds })
+      if (rotated !== undefined) return tokenPair(rotated.account_id, rotated.session_id, child)
+
+      // Not rotated: unknown, expired, dead session, or already used. Only "used" needs more thought.
+      const state = await sessionsRepository.findRefreshToken(db, hash)
+      if (state === undefined || state.used_at === null) throw invalidGrant()
+      if (state.session_revoked_at !== null || state.session_expires_at <= now || !state.account_active) throw invalidGrant()
+      const sinceUse = now.getTime() - state.used_at.getTime()
+      if (sinceUse <= sessions.refreshGraceSeconds * 1000 && state.has_child) {
+        // A parallel tab or a lost response: hand back the same child, so the session never forks.
+        return tokenPair(state.account_id, state.session_id, child)
+      }
+      await revokeForReuse(state.session_id, ctx)
+      throw invalidGrant()
+    },
+
+    /** Ends the caller's current session: its refresh token dies and its access tokens are refused. */
+    async logout(principal: Principal, ctx: RequestContext): Promise<void> {
+      const now = clock.now()
+      await withTransaction(db, async (tx) => {
+        const owner = await sessionsRepository.revokeSession(tx, principal.sessionId, 'logout', now)
+        if (owner !== undefined) {
+          await audit.insertEvent(tx, { type: 'session.logout', accountId: owner, actor: `account:${owner}`, ...ctx, data: { session_id: principal.sessionId }, occurredAt: now })
+        }
+      })
+      revocations.add([principal.sessionId])
+    },
+
+    /**
+     * RFC 7009 revocation. A refresh token, or one of our access tokens, ends its session. Unknown,
+     * invalid or already revoked tokens are not an error (RFC 7009 §2.2): the answer is the same.
+     */
+    async revokeToken(token: string, ctx: RequestContext): Promise<void> {
+      let sessionId: string | undefined
+      if (looksLikeRefreshToken(token)) {
+        sessionId = (await sessionsRepository.findRefreshToken(db, hashToken(token)))?.session_id
+      } else {
+        sessionId = await accessTokens.verify(token).then((c) => c.sid, () => undefined)
+      }
+      if (sessionId === undefined) return
+      const now = clock.now()
+      const target = sessionId
+      await withTransaction(db, async (tx) => {
+        const owner = await sessionsRepository.revokeSession(tx, target, 'token_revoked', now)
+        if (owner !== undefined) {
+          await audit.insertEvent(tx, { type: 'session.revoked', accountId: owner, actor: `account:${owner}`, ...ctx, data: { session_id: target, via: 'oauth_revoke' }, occurredAt: now })
+        }
+      })
+      revocations.add([target])
+    },
+  }
+}
+
+export type SessionsService = ReturnType<typeof createSessionsService>
