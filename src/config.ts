@@ -133,9 +133,14 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
   }
   const converted = Value.Convert(envSchema, Value.Default(envSchema, Value.Clone(picked)))
   const problems: string[] = []
+  const reported = new Set<string>()
   for (const error of Value.Errors(envSchema, converted)) {
     const key = error.instancePath.replace(/^\//, '') || 'environment'
-    problems.push(describe(key, picked[key], error.message))
+    if (reported.has(key)) continue // one line per key, even when several rules fail
+    reported.add(key)
+    const choices = (envSchema.properties as Record<string, { anyOf?: Array<{ const?: unknown }> }>)[key]?.anyOf
+    const message = choices ? `must be one of ${choices.map((c) => String(c.const)).join(', ')}` : error.message
+    problems.push(describe(key, picked[key], message))
   }
   if (picked.DATABASE_URL !== undefined && picked.TESSERA_KEY_ENCRYPTION_KEY === undefined) {
     problems.push('TESSERA_KEY_ENCRYPTION_KEY is required when DATABASE_URL is set (generate one with `openssl rand -base64 32`)')
