@@ -27,7 +27,7 @@ const entries = Object.entries(envSchema.properties as unknown as Record<string,
 
 export function renderReference(): string {
   const rows = entries.map(([key, s]) => {
-    const def = s.default === undefined ? (required.has(key) ? 'required' : '—') : `\`${String(s.default)}\``
+    const def = s.default === undefined ? (required.has(key) ? 'required' : '—') : `\`${JSON.stringify(s.default).replace(/^"|"$/g, '')}\``
     return `| \`${key}\` | ${typeOf(s)} | ${def} | ${(s.description ?? '').replace(/\|/g, '\\|')} |`
   })
   return `# Configuration reference
@@ -55,7 +55,7 @@ ${rows.join('\n')}
 
 export function renderEnvExample(): string {
   const lines = entries.map(([key, s]) => {
-    const value = s.default === undefined ? '' : String(s.default)
+    const value = s.default === undefined ? '' : JSON.stringify(s.default).replace(/^"|"$/g, '')
     return `# ${(s.description ?? '').replace(/`/g, '')}\n# ${key}=${value}`
   })
   return `# Tessera configuration: copy to .env (npm start and npm run migrate read it) or set these in the environment.

@@ -47,7 +47,7 @@ if (adminUrl === undefined || adminUrl === '') {
   const quiet = { info: () => undefined, warn: () => undefined }
   const embedded = await startEmbeddedPostgres({ dataDir: embeddedDir, port, logger: quiet })
   adminUrl = embedded.url
-  stopEmbedded = embedded.stop
+  stopEmbedded = () => embedded.stop()
 }
 
 const template = `tessera_test_tpl_${randomBytes(4).toString('hex')}`
@@ -64,7 +64,7 @@ const child = spawn(process.execPath, ['--test', '--test-concurrency=3', '--test
   stdio: 'inherit',
   env: { ...process.env, TEST_DATABASE_URL: adminUrl, TESSERA_TEST_TEMPLATE: template },
 })
-const code: number = await new Promise((resolve) => child.on('exit', (c, signal) => resolve(c ?? (signal ? 1 : 0))))
+const code = await new Promise<number>((resolve) => { child.on('exit', (c, signal) => { resolve(c ?? (signal ? 1 : 0)) }) })
 
 // Leftover per-file databases (a crashed file) and the template go too.
 const { rows } = await admin.query<{ datname: string }>(`SELECT datname FROM pg_database WHERE datname LIKE 'tessera_t_%' OR datname = $1`, [template])

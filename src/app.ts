@@ -23,6 +23,8 @@ export const API_VERSION = '0.1.0'
 export async function buildApp(deps: Deps): Promise<FastifyInstance> {
   const { config } = deps
   const app = Fastify({
+    // pino's Logger is wider than FastifyBaseLogger; without the cast tsc infers an incompatible instance type.
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion
     loggerInstance: deps.logger as FastifyBaseLogger,
     // Fastify's two lines per request are replaced by the one line of the onResponse hook below.
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'request_id' }),

@@ -17,7 +17,7 @@ export function createHealth(deps: { db: Queryable; expectedVersion: number; tim
     markShuttingDown() { shuttingDown = true },
     shuttingDown: () => shuttingDown,
     async ready() {
-      if (shuttingDown) return { ready: false, checks: { shutdown: 'shutting_down' as CheckState } }
+      if (shuttingDown) return { ready: false, checks: { shutdown: 'shutting_down' } }
       let timer: NodeJS.Timeout | undefined
       const timeout = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new Error('readiness check timed out')), deps.timeoutMs) })
       try {
@@ -26,7 +26,7 @@ export function createHealth(deps: { db: Queryable; expectedVersion: number; tim
         const checks: Record<string, CheckState> = { database: 'ok', migrations: migrated ? 'ok' : 'pending' }
         return { ready: migrated, checks }
       } catch {
-        return { ready: false, checks: { database: 'fail' as CheckState } }
+        return { ready: false, checks: { database: 'fail' } }
       } finally {
         clearTimeout(timer)
       }

@@ -72,16 +72,16 @@ export function createKeyStore(deps: { db: Pool; config: Config; clock: Clock; r
   let byKid = new Map<string, SigningKey>()
   let timer: NodeJS.Timeout | undefined
 
-  async function toSigningKey(row: SigningKeyRow): Promise<SigningKey> {
+  function toSigningKey(row: SigningKeyRow): SigningKey {
     const der = decrypt(wrappingKey, row.private_key_ciphertext, row.kid)
     const privateKey = createPrivateKey({ key: der, format: 'der', type: 'pkcs8' })
-    const publicKey = createPublicKey({ key: row.public_jwk as import('node:crypto').JsonWebKey, format: 'jwk' })
+    const publicKey = createPublicKey({ key: row.public_jwk, format: 'jwk' })
     return { kid: row.kid, alg: row.alg, privateKey, publicKey, publicJwk: row.public_jwk, activatesAt: row.activates_at, retiresAt: row.retires_at }
   }
 
   async function reload(): Promise<void> {
     const rows = await keysRepository.findPublished(db, clock.now())
-    const loaded = await Promise.all(rows.map(toSigningKey))
+    const loaded = rows.map(toSigningKey)
     keys = loaded
     byKid = new Map(loaded.map((k) => [k.kid, k]))
   }

@@ -4,7 +4,7 @@
  * PERFORMANCE.md), and the wait queue is bounded too: past it, callers get `overloaded` (503 +
  * Retry-After) at once instead of a request that times out in a queue.
  */
-import { hash, parseOptions, verify } from '@node-rs/argon2'
+import { hash, parseOptions, verify, type Algorithm } from '@node-rs/argon2'
 import pLimit from 'p-limit'
 import { AppError } from '../errors.ts'
 
@@ -41,7 +41,7 @@ export interface PasswordHasher {
  */
 export const storedHashCeilings = { memoryCost: 262_144, timeCost: 10, parallelism: 8 } as const
 
-const ARGON2ID = 2 // Algorithm.Argon2id (a const enum, which erasable TypeScript cannot import)
+const ARGON2ID = 2 as Algorithm // Algorithm.Argon2id: a const enum, which erasable TypeScript cannot import
 
 export function createPasswordHasher(options: PasswordHasherOptions): PasswordHasher {
   const limit = pLimit(options.concurrency)

@@ -23,9 +23,7 @@ export function normalizePassword(password: string): string {
 }
 
 function codePoints(s: string): number {
-  let n = 0
-  for (const _ of s) n++
-  return n
+  return Array.from(s).length
 }
 
 /** True when the string is one unit repeated ("aaaa…", "abcabc…", "passwordpassword"). Linear per unit. */

@@ -42,7 +42,7 @@ describe('sessions: login, refresh rotation, reuse detection, logout', () => {
     const tokens = await signUp(t.app)
     const { rows } = await sql.query<{ token_hash: Buffer }>('SELECT token_hash FROM refresh_tokens')
     assert.ok(rows.some((r) => r.token_hash.equals(hashToken(tokens.refresh_token))))
-    const dump = JSON.stringify(await sql.query('SELECT * FROM refresh_tokens').then((r) => r.rows))
+    const dump = JSON.stringify((await sql.query('SELECT * FROM refresh_tokens')).rows)
     assert.ok(!dump.includes(tokens.refresh_token.slice(4)))
   })
 
@@ -55,7 +55,7 @@ describe('sessions: login, refresh rotation, reuse detection, logout', () => {
       assert.equal(res.statusCode, 401)
       assert.equal(res.headers['content-type'], 'application/problem+json; charset=utf-8')
     }
-    const strip = (b: string) => ({ ...JSON.parse(b), request_id: undefined })
+    const strip = (b: string): Record<string, unknown> => ({ ...(JSON.parse(b) as Record<string, unknown>), request_id: undefined })
     assert.deepEqual(strip(wrong.body), strip(unknown.body))
     assert.equal(strip(wrong.body).code, 'invalid_credentials')
   })

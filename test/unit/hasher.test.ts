@@ -33,11 +33,11 @@ describe('password hasher', () => {
   it('sheds work with `overloaded` once the wait queue is full, and recovers', async () => {
     const hasher = createPasswordHasher({ argon2: production, concurrency: 1, queueLimit: 2 })
     const results = await Promise.allSettled(Array.from({ length: 6 }, () => hasher.hash('correct horse battery staple')))
-    const rejected = results.filter((r) => r.status === 'rejected')
+    const rejected = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected')
     assert.equal(results.filter((r) => r.status === 'fulfilled').length, 3, 'one running + two queued')
     assert.equal(rejected.length, 3)
     for (const r of rejected) {
-      const reason = (r as PromiseRejectedResult).reason as AppError
+      const reason: unknown = r.reason
       assert.ok(reason instanceof AppError)
       assert.equal(reason.code, 'overloaded')
       assert.equal(reason.retryAfterSeconds, 1)
