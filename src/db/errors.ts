@@ -9,7 +9,7 @@ export function isDatabaseUnavailable(err: unknown): boolean {
   if (typeof code === 'string' && connectionErrorCodes.has(code)) return true
   // statement_timeout (57014) and pg's own connection timeout both mean "not now".
   if (code === '57014') return true
-  return /timeout exceeded when trying to connect|Connection terminated|connection timeout/i.test(err.message)
+  return /timeout exceeded when trying to connect|Connection terminated|connection timeout|Query read timeout|Client has encountered a connection error/i.test(err.message)
 }
 
 /** Translates a database failure into the error a client should see; anything unknown stays a 500. */

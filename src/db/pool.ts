@@ -1,5 +1,6 @@
 import pg from 'pg'
 import type { Config } from '../config.ts'
+import { isDatabaseUnavailable } from './errors.ts'
 
 /** Anything that runs a query: the pool or a client inside a transaction. Repositories take one first. */
 export type Queryable = Pick<pg.Pool | pg.PoolClient, 'query'>
@@ -21,6 +22,8 @@ export function createPool(database: Config['database'], logger: PoolLogger, app
     connectionTimeoutMillis: database.connectTimeoutMs,
     idleTimeoutMillis: 30_000,
     statement_timeout: database.statementTimeoutMs,
+    // A frozen server never answers, so statement_timeout never fires: bound the wait client-side too.
+    query_timeout: database.statementTimeoutMs + 1000,
     application_name: applicationName,
   })
   // An idle client losing its server must not crash the process; the next checkout reconnects.
@@ -34,15 +37,23 @@ export function createPool(database: Config['database'], logger: PoolLogger, app
  */
 export async function withTransaction<T>(pool: Pool, fn: (tx: pg.PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect()
+  // A checked-out client whose connection drops emits 'error'; without a listener that would crash the
+  // process. The failure reaches the caller through the failing query instead.
+  const ignore = () => undefined
+  client.on('error', ignore)
+  let broken: Error | undefined
   try {
     await client.query('BEGIN')
     const result = await fn(client)
     await client.query('COMMIT')
     return result
   } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined)
+    if (isDatabaseUnavailable(err)) broken = err as Error
+    else await client.query('ROLLBACK').catch((e: unknown) => { broken = e as Error })
     throw err
   } finally {
-    client.release()
+    client.off('error', ignore)
+    // A client that failed at the connection level is destroyed, not returned to the pool.
+    client.release(broken)
   }
 }
