@@ -10,7 +10,7 @@ import { createHealth } from './health/health.ts'
 import { deriveSecret } from './keys/keys.crypto.ts'
 import { createKeyStore } from './keys/keys.service.ts'
 import { createLogger, type Logger } from './logger.ts'
-import { createPasswordHasher } from './passwords/passwords.hasher.ts'
+import { createPasswordHasher, type PasswordHasher } from './passwords/passwords.hasher.ts'
 import { createRevocationList } from './sessions/revocation.ts'
 import { createSessionsService } from './sessions/sessions.service.ts'
 import { createAccessTokens } from './tokens/access-tokens.ts'
@@ -19,6 +19,7 @@ export interface Overrides {
   clock?: Clock
   logger?: Logger
   db?: Pool
+  hasher?: PasswordHasher
 }
 
 export async function createDeps(config: Config, overrides: Overrides = {}) {
@@ -28,7 +29,7 @@ export async function createDeps(config: Config, overrides: Overrides = {}) {
   const db = overrides.db ?? createPool(config.database, logger)
   const expectedVersion = (await readMigrations()).length
 
-  const hasher = createPasswordHasher(config.passwords)
+  const hasher = overrides.hasher ?? createPasswordHasher(config.passwords)
   const keys = createKeyStore({ db, config, clock, reloadIntervalMs: 60_000 })
   const accessTokens = createAccessTokens({ keys, jwt: config.jwt, clock })
   const revocations = createRevocationList({

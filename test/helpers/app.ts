@@ -9,6 +9,7 @@ import type { Clock } from '../../src/clock.ts'
 import { loadConfig, type Config } from '../../src/config.ts'
 import { createDeps, type Deps } from '../../src/deps.ts'
 import { createLogger } from '../../src/logger.ts'
+import type { PasswordHasher } from '../../src/passwords/passwords.hasher.ts'
 import { createTestDatabase, type TestDatabase } from './db.ts'
 
 export const CHEAP_HASHING = { TESSERA_ARGON2_MEMORY_KIB: '1024', TESSERA_ARGON2_TIME_COST: '1' } as const
@@ -32,10 +33,10 @@ export interface TestApp {
   close(): Promise<void>
 }
 
-export async function createTestApp(options: { clock?: Clock; env?: Record<string, string>; db?: TestDatabase } = {}): Promise<TestApp> {
+export async function createTestApp(options: { clock?: Clock; env?: Record<string, string>; db?: TestDatabase; hasher?: PasswordHasher } = {}): Promise<TestApp> {
   const db = options.db ?? (await createTestDatabase())
   const config = testConfig(db.url, options.env)
-  const deps = await createDeps(config, { ...(options.clock ? { clock: options.clock } : {}), logger: createLogger('silent') })
+  const deps = await createDeps(config, { clock: options.clock, hasher: options.hasher, logger: createLogger('silent') })
   await deps.start()
   const app = await buildApp(deps)
   await app.ready()
