@@ -30,9 +30,22 @@ export const problemRef = Type.Unsafe<never>({ $ref: 'Problem#' })
 export const oauthErrorRef = Type.Unsafe<never>({ $ref: 'OAuthError#' })
 export const tokenResponseRef = Type.Unsafe<{ access_token: string; token_type: 'Bearer'; expires_in: number; refresh_token: string }>({ $ref: 'TokenResponse#' })
 
-/** The error responses every JSON endpoint may return, for the OpenAPI document. */
-export function problemResponses(...statuses: number[]): Record<number, typeof problemRef> {
-  return Object.fromEntries(statuses.map((s) => [s, problemRef]))
+const problemDescriptions: Record<number, string> = {
+  400: 'Invalid request (validation_failed, malformed_request, password_policy)',
+  401: 'Not authenticated (invalid_credentials, invalid_token)',
+  403: 'Not allowed (current_password_invalid, forbidden)',
+  413: 'Body too large (payload_too_large)',
+  415: 'Not JSON (unsupported_media_type)',
+  429: 'Rate limited (rate_limited)',
+  503: 'Temporarily unavailable (service_unavailable, overloaded); see Retry-After',
+}
+
+/** The RFC 9457 error responses an endpoint may return, documented as application/problem+json. */
+export function problemResponses(...statuses: number[]): Record<number, { description: string; content: Record<string, { schema: typeof problemRef }> }> {
+  return Object.fromEntries(statuses.map((s) => [s, {
+    description: problemDescriptions[s] ?? 'Error',
+    content: { 'application/problem+json': { schema: problemRef } },
+  }]))
 }
 
 export const Password = Type.String({ minLength: 1, maxLength: 4096, description: 'Checked in code points after NFKC; never trimmed or truncated.' })
