@@ -55,6 +55,7 @@ const admin = new pg.Client({ connectionString: adminUrl })
 await admin.connect()
 await admin.query(`CREATE DATABASE ${template}`)
 const templatePool = new pg.Pool({ connectionString: withDatabase(adminUrl, template), max: 2 })
+templatePool.on('error', () => undefined)
 await migrate(templatePool)
 await templatePool.end()
 

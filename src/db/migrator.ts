@@ -82,11 +82,9 @@ export async function migrate(pool: Pool, migrations?: readonly Migration[]): Pr
 
 /** The highest applied version, or 0 when the database has never been migrated. */
 export async function appliedVersion(db: Queryable): Promise<number> {
-  try {
-    const { rows } = await db.query<{ v: number | null }>('SELECT max(version) AS v FROM schema_migrations')
-    return rows[0]?.v ?? 0
-  } catch (err) {
-    if ((err as { code?: unknown }).code === '42P01') return 0 // undefined_table: never migrated
-    throw err
-  }
+  // Checked first rather than caught: a failed query makes pg discard its pooled connection.
+  const { rows: [exists] } = await db.query<{ t: string | null }>("SELECT to_regclass('schema_migrations')::text AS t")
+  if (exists?.t == null) return 0
+  const { rows } = await db.query<{ v: number | null }>('SELECT max(version) AS v FROM schema_migrations')
+  return rows[0]?.v ?? 0
 }

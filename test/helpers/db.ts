@@ -55,3 +55,14 @@ export async function createTestDatabase(options: { migrated?: boolean } = {}): 
     },
   }
 }
+
+/**
+ * A plain pool for tests that inspect rows. Its 'error' listener matters: when a database is dropped
+ * (WITH FORCE) just after pool.end() resolved, a closing connection may still receive the server's
+ * termination notice, and a pool without a listener would turn it into an uncaught exception.
+ */
+export function testPool(url: string, max = 2): pg.Pool {
+  const pool = new pg.Pool({ connectionString: url, max })
+  pool.on('error', () => undefined)
+  return pool
+}

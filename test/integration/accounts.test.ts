@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
-import pg from 'pg'
+import type pg from 'pg'
+import { testPool } from '../helpers/db.ts'
 import { bearer, createTestApp, login, refresh, register, signUp, uniqueEmail, VALID_PASSWORD, type TestApp } from '../helpers/app.ts'
 
 describe('accounts: register, profile, password change, deletion', () => {
@@ -9,7 +10,7 @@ describe('accounts: register, profile, password change, deletion', () => {
 
   before(async () => {
     t = await createTestApp()
-    sql = new pg.Pool({ connectionString: t.db.url, max: 2 })
+    sql = testPool(t.db.url, 2)
   })
   after(async () => {
     await sql.end()

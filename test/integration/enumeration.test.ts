@@ -7,7 +7,8 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import type { LightMyRequestResponse } from 'fastify'
-import pg from 'pg'
+import type pg from 'pg'
+import { testPool } from '../helpers/db.ts'
 import { createPasswordHasher, type PasswordHasher } from '../../src/passwords/passwords.hasher.ts'
 import { createTestApp, register, uniqueEmail, VALID_PASSWORD, type TestApp } from '../helpers/app.ts'
 
@@ -29,7 +30,7 @@ describe('enumeration resistance', () => {
 
   before(async () => {
     t = await createTestApp({ hasher: counting.hasher })
-    sql = new pg.Pool({ connectionString: t.db.url, max: 1 })
+    sql = testPool(t.db.url, 1)
   })
   after(async () => {
     await sql.end()

@@ -1,14 +1,14 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
-import pg from 'pg'
+import type pg from 'pg'
 import { appliedVersion, migrate, readMigrations, type Migration } from '../../src/db/migrator.ts'
-import { createTestDatabase, type TestDatabase } from '../helpers/db.ts'
+import { createTestDatabase, type TestDatabase, testPool } from '../helpers/db.ts'
 
 describe('migrator', () => {
   let db: TestDatabase
   let pools: pg.Pool[] = []
   const pool = () => {
-    const p = new pg.Pool({ connectionString: db.url, max: 3 })
+    const p = testPool(db.url, 3)
     pools.push(p)
     return p
   }

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { after, before, describe, it } from 'node:test'
-import pg from 'pg'
+import type pg from 'pg'
 import { createTestApp, login, register, uniqueEmail, type TestApp } from '../helpers/app.ts'
-import { createTestDatabase, type TestDatabase } from '../helpers/db.ts'
+import { createTestDatabase, type TestDatabase, testPool } from '../helpers/db.ts'
 
 describe('rehash on login when the hashing parameters change', () => {
   let db: TestDatabase
@@ -13,7 +13,7 @@ describe('rehash on login when the hashing parameters change', () => {
 
   before(async () => {
     db = await createTestDatabase()
-    sql = new pg.Pool({ connectionString: db.url, max: 1 })
+    sql = testPool(db.url, 1)
     const kek = randomBytes(32).toString('base64')
     old = await createTestApp({ db, env: { TESSERA_KEY_ENCRYPTION_KEY: kek, TESSERA_ARGON2_MEMORY_KIB: '1024', TESSERA_ARGON2_TIME_COST: '1' } })
     current = await createTestApp({ db, env: { TESSERA_KEY_ENCRYPTION_KEY: kek, TESSERA_ARGON2_MEMORY_KIB: '2048', TESSERA_ARGON2_TIME_COST: '2' } })

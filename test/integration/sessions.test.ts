@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
-import pg from 'pg'
+import type pg from 'pg'
+import { testPool } from '../helpers/db.ts'
 import { hashToken } from '../../src/tokens/refresh-tokens.ts'
 import { FakeClock } from '../helpers/clock.ts'
 import { bearer, createTestApp, login, refresh, register, signUp, uniqueEmail, VALID_PASSWORD, type TestApp, type Tokens } from '../helpers/app.ts'
@@ -12,7 +13,7 @@ describe('sessions: login, refresh rotation, reuse detection, logout', () => {
 
   before(async () => {
     t = await createTestApp({ clock })
-    sql = new pg.Pool({ connectionString: t.db.url, max: 2 })
+    sql = testPool(t.db.url, 2)
   })
   after(async () => {
     await sql.end()
