@@ -12,7 +12,7 @@ import { accountsRoutes } from './accounts/accounts.routes.ts'
 import type { Deps } from './deps.ts'
 import { healthRoutes } from './health/health.routes.ts'
 import { createAuthenticate } from './http/authenticate.ts'
-import { registerErrorHandling } from './http/problem.ts'
+import { registerErrorHandling, sendError } from './http/problem.ts'
 import { requestIdFor } from './http/request-id.ts'
 import { OAuthErrorBody, Problem, TokenResponse } from './http/schemas.ts'
 import { keysRoutes } from './keys/keys.routes.ts'
@@ -33,6 +33,11 @@ export async function buildApp(deps: Deps): Promise<FastifyInstance> {
     bodyLimit: config.http.bodyLimit,
     requestTimeout: config.http.requestTimeoutMs,
     return503OnClosing: true,
+    // Errors raised before routing (malformed percent-encoding in the path) get the same problem+json.
+    frameworkErrors: (err, request, reply) => {
+      void reply.header('x-request-id', request.id)
+      sendError(request, reply, err)
+    },
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
     // Client IP from the socket: forwarding headers are not trusted (a trusted-proxy list comes with

@@ -89,14 +89,18 @@ export function sendError(request: FastifyRequest, reply: FastifyReply, raw: unk
   if (request.routeOptions.config.oauth === true) {
     const oauth = err instanceof OAuthError ? err : new OAuthError(oauthCodeFor(err), err.status >= 500 ? titleByCode[err.code] : err.message)
     if (oauth.error === 'invalid_client') void reply.header('www-authenticate', 'Basic realm="tessera"')
-    return reply.code(oauth.status).header('cache-control', 'no-store').type('application/json; charset=utf-8')
+    // 413 and 415 are HTTP-level refusals: they keep their status; only the body takes the RFC 6749 shape.
+    const status = err instanceof AppError && (err.code === 'payload_too_large' || err.code === 'unsupported_media_type') ? err.status : oauth.status
+    return reply.code(status).header('cache-control', 'no-store').type('application/json; charset=utf-8')
       .send({ error: oauth.error, error_description: oauth.message })
   }
 
   const app = err instanceof AppError ? err : new AppError('validation_failed', err.message)
   if (app.code === 'invalid_token') {
     // RFC 6750 §3: tell the client how to authenticate.
-    void reply.header('www-authenticate', request.headers.authorization === undefined ? 'Bearer realm="tessera"' : 'Bearer realm="tessera", error="invalid_token"')
+    // RFC 6750 §3.1: no error code when the client sent no bearer credentials at all.
+    const sentBearer = /^bearer /i.test(request.headers.authorization ?? '')
+    void reply.header('www-authenticate', sentBearer ? 'Bearer realm="tessera", error="invalid_token"' : 'Bearer realm="tessera"')
   }
   const status = statusByCode[app.code]
   const body: Record<string, unknown> = {

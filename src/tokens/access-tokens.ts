@@ -38,6 +38,7 @@ export interface AccessTokens {
 /** The OAuth client id of Tessera's own first-party API (RFC 9068 requires `client_id`). */
 export const FIRST_PARTY_CLIENT_ID = 'tessera'
 const MAX_TOKEN_LENGTH = 4096
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/
 const FORBIDDEN_HEADERS = ['jwk', 'jku', 'x5u', 'x5c', 'x5t', 'x5t#S256'] as const
 
@@ -105,6 +106,8 @@ export function createAccessTokens(deps: { keys: KeyStore; jwt: Config['jwt']; c
       if (typeof sub !== 'string' || typeof sid !== 'string' || typeof jti !== 'string' || typeof exp !== 'number' || typeof iat !== 'number') {
         throw invalid('The access token is missing required claims.')
       }
+      // sub and sid are always our UUIDs: anything else was not minted by issue() and must not reach SQL.
+      if (!UUID.test(sub) || !UUID.test(sid)) throw invalid('The access token is missing required claims.')
       // A token "issued" in the future (beyond the leeway) is refused: it was not minted by this clock.
       if (iat > nowSeconds + jwt.leewaySeconds) throw invalid('The access token is not valid yet.')
       const claims: AccessTokenClaims = { sub, sid, jti, exp, iat }
