@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import type pg from 'pg'
 import { testPool } from '../helpers/db.ts'
+import { invariants, violatedInvariants } from '../helpers/invariants.ts'
 import { bearer, createTestApp, login, refresh, register, signUp, uniqueEmail, VALID_PASSWORD, type TestApp } from '../helpers/app.ts'
 
 describe('accounts: register, profile, password change, deletion', () => {
@@ -154,5 +155,10 @@ describe('accounts: register, profile, password change, deletion', () => {
       SELECT count(*)::int AS n FROM sessions s
       WHERE NOT EXISTS (SELECT 1 FROM audit_events e WHERE e.type = 'login.succeeded' AND e.data->>'session_id' = s.id::text)`)
     assert.equal(sessionsWithoutLogin, 0, 'sessions without their login event')
+  })
+
+  it('leaves every data invariant intact (runs last)', async () => {
+    assert.deepEqual(await violatedInvariants(sql), [])
+    console.log(`# invariant checks passed: ${Object.keys(invariants).length}`)
   })
 })

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import type pg from 'pg'
 import { testPool } from '../helpers/db.ts'
+import { invariants, violatedInvariants } from '../helpers/invariants.ts'
 import { hashToken } from '../../src/tokens/refresh-tokens.ts'
 import { FakeClock } from '../helpers/clock.ts'
 import { bearer, createTestApp, login, refresh, register, signUp, uniqueEmail, VALID_PASSWORD, type TestApp, type Tokens } from '../helpers/app.ts'
@@ -174,5 +175,10 @@ describe('sessions: login, refresh rotation, reuse detection, logout', () => {
     const extra = await t.app.inject({ method: 'POST', url: '/oauth/token', payload: { grant_type: 'refresh_token', refresh_token: 'x', evil: 1 } })
     assert.equal(extra.statusCode, 400)
     assert.equal(extra.json<{ error: string }>().error, 'invalid_request')
+  })
+
+  it('leaves every data invariant intact (runs last)', async () => {
+    assert.deepEqual(await violatedInvariants(sql), [])
+    console.log(`# invariant checks passed: ${Object.keys(invariants).length}`)
   })
 })
