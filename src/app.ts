@@ -63,6 +63,9 @@ export async function buildApp(deps: Deps): Promise<FastifyInstance> {
     void reply.header('x-content-type-options', 'nosniff')
     void reply.header('referrer-policy', 'no-referrer')
     if (!reply.hasHeader('cache-control')) void reply.header('cache-control', 'no-store')
+    // Once shutdown has begun, end each keep-alive connection after its current response: a connection
+    // busy when close() starts would otherwise stay open idle, and close() would wait for its timeout.
+    if (deps.health.shuttingDown()) void reply.header('connection', 'close')
   })
   // One line per request (no bodies, no headers): enough to correlate, nothing to leak.
   app.addHook('onResponse', async (request, reply) => {
