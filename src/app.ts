@@ -16,6 +16,7 @@ import { registerErrorHandling, sendError } from './http/problem.ts'
 import { requestIdFor } from './http/request-id.ts'
 import { OAuthErrorBody, Problem, TokenResponse } from './http/schemas.ts'
 import { keysRoutes } from './keys/keys.routes.ts'
+import { oauthRoutes } from './oauth/oauth.routes.ts'
 import { sessionsRoutes } from './sessions/sessions.routes.ts'
 
 export const API_VERSION = '0.1.0'
@@ -92,7 +93,12 @@ export async function buildApp(deps: Deps): Promise<FastifyInstance> {
         description: 'Accounts, passwords, sessions and offline-verifiable JWT access tokens. Errors are RFC 9457 problem+json with a stable `code`; OAuth endpoints use RFC 6749 §5.2 errors.',
       },
       servers: [{ url: config.publicUrl }],
-      components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } } },
+      components: {
+        securitySchemes: {
+          bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' },
+          clientBasic: { type: 'http', scheme: 'basic', description: 'Service client id and secret (RFC 6749 §2.3.1); client_secret_post is accepted too.' },
+        },
+      },
     },
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
   })
@@ -108,5 +114,6 @@ export async function buildApp(deps: Deps): Promise<FastifyInstance> {
   await app.register(keysRoutes, { keys: deps.keys, config })
   await app.register(accountsRoutes, { accounts: deps.accounts, authenticate })
   await app.register(sessionsRoutes, { sessions: deps.sessions, authenticate })
+  await app.register(oauthRoutes, { oauth: deps.oauth })
   return app
 }

@@ -1,25 +1,75 @@
 #!/usr/bin/env node
 /**
- * The `tessera` command. `tessera serve` (the default of `npm start`) runs the service;
- * `tessera migrate` applies pending migrations and exits.
+ * The `tessera` command: `serve` (the default of `npm start`), `migrate`, and operator tasks that act
+ * on the database directly (service clients, signing keys). Every command reads the same configuration.
  */
 import { parseArgs } from 'node:util'
-import { createLogger } from './logger.ts'
+import { createClientsService } from './clients/clients.service.ts'
+import { systemClock } from './clock.ts'
+import type { Config } from './config.ts'
+import { createPool, type Pool } from './db/pool.ts'
+import { createLogger, type Logger } from './logger.ts'
 import { loadConfigOrExit, openDatabase, runMigrations, serve } from './main.ts'
 
-const usage = `Usage: tessera <command>
+const usage = `Usage: tessera <command> [options]
 
 Commands:
-  serve      Run the HTTP API (applies migrations first unless TESSERA_MIGRATE_ON_START=false)
-  migrate    Apply pending database migrations and exit
-  help       Show this help
+  serve                         Run the HTTP API (applies migrations first unless TESSERA_MIGRATE_ON_START=false)
+  migrate                       Apply pending database migrations and exit
+  clients create --id ID --name NAME [--scope S]... [--audience A]...
+                                Create a service client; prints its secret once
+  clients list                  List service clients
+  clients disable ID            Disable a service client (its secret stops working)
+  help                          Show this help
 
 Configuration comes from environment variables: see docs/configuration.md.`
 
+class UsageError extends Error {}
+
+/** Opens the configured database (starting the embedded one if need be), runs `fn`, closes everything. */
+async function withDatabase<T>(fn: (ctx: { db: Pool; config: Config; logger: Logger }) => Promise<T>): Promise<T> {
+  const initial = loadConfigOrExit(process.env)
+  const logger = createLogger(initial.logLevel === 'info' ? 'warn' : initial.logLevel)
+  const { config, embedded } = await openDatabase(initial, logger)
+  const db = createPool(config.database, logger, 'tessera-cli')
+  try {
+    return await fn({ db, config, logger })
+  } finally {
+    await db.end()
+    await embedded?.stop()
+  }
+}
+
+async function clientsCommand(args: string[]): Promise<void> {
+  const { positionals, values } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { id: { type: 'string' }, name: { type: 'string' }, scope: { type: 'string', multiple: true }, audience: { type: 'string', multiple: true }, json: { type: 'boolean' } },
+  })
+  const action = positionals[0]
+  await withDatabase(async ({ db }) => {
+    const clients = createClientsService({ db, clock: systemClock })
+    if (action === 'create') {
+      if (values.id === undefined || values.name === undefined) throw new UsageError('clients create needs --id and --name')
+      const { client, clientSecret } = await clients.createClient({ clientId: values.id, name: values.name, scopes: values.scope ?? [], audiences: values.audience ?? [] }, 'cli')
+      console.log(JSON.stringify({ client_id: client.clientId, client_secret: clientSecret, name: client.name, scopes: client.scopes, audiences: client.audiences }, null, 2))
+      console.error('The secret is shown once and stored only as a hash: keep it in your secret store now.')
+    } else if (action === 'list') {
+      console.log(JSON.stringify((await clients.listClients()).map((c) => ({ client_id: c.clientId, name: c.name, scopes: c.scopes, audiences: c.audiences, created_at: c.createdAt, disabled: c.disabled })), null, 2))
+    } else if (action === 'disable') {
+      const id = positionals[1]
+      if (id === undefined) throw new UsageError('clients disable needs a client id')
+      if (!(await clients.disableClient(id, 'cli'))) throw new UsageError(`no enabled client ${id}`)
+      console.log(`disabled ${id}`)
+    } else {
+      throw new UsageError(`unknown clients action "${action ?? ''}"`)
+    }
+  })
+}
+
 async function main(argv: string[]): Promise<void> {
-  const { positionals, values } = parseArgs({ args: argv, allowPositionals: true, strict: false, options: { help: { type: 'boolean', short: 'h' } } })
-  const command = positionals[0] ?? 'serve'
-  if (values.help === true || command === 'help') {
+  const command = argv[0] ?? 'serve'
+  if (command === 'help' || command === '--help' || command === '-h') {
     console.log(usage)
     return
   }
@@ -38,10 +88,24 @@ async function main(argv: string[]): Promise<void> {
       }
       return
     }
+    case 'clients':
+      await clientsCommand(argv.slice(1))
+      return
     default:
-      console.error(`tessera: unknown command "${command}"\n\n${usage}`)
-      process.exitCode = 64
+      throw new UsageError(`unknown command "${command}"`)
   }
 }
 
-await main(process.argv.slice(2))
+try {
+  await main(process.argv.slice(2))
+} catch (err) {
+  if (err instanceof UsageError || (err instanceof Error && 'code' in err && String(err.code).startsWith('ERR_PARSE_ARGS'))) {
+    console.error(`tessera: ${err.message}\n\n${usage}`)
+    process.exitCode = 64
+  } else if (err instanceof Error && err.name === 'AppError') {
+    console.error(`tessera: ${err.message}`)
+    process.exitCode = 65
+  } else {
+    throw err
+  }
+}

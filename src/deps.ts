@@ -2,6 +2,7 @@
  * The wiring diagram: every component and what it is given, read top to bottom. No container, no magic.
  */
 import { createAccountsService } from './accounts/accounts.service.ts'
+import { createClientsService } from './clients/clients.service.ts'
 import { systemClock, type Clock } from './clock.ts'
 import type { Config } from './config.ts'
 import { readMigrations } from './db/migrator.ts'
@@ -10,6 +11,7 @@ import { createHealth } from './health/health.ts'
 import { deriveSecret } from './keys/keys.crypto.ts'
 import { createKeyStore } from './keys/keys.service.ts'
 import { createLogger, type Logger } from './logger.ts'
+import { createOAuthService } from './oauth/oauth.service.ts'
 import { createPasswordHasher, type PasswordHasher } from './passwords/passwords.hasher.ts'
 import { createRevocationList } from './sessions/revocation.ts'
 import { createSessionsService } from './sessions/sessions.service.ts'
@@ -47,10 +49,12 @@ export async function createDeps(config: Config, overrides: Overrides = {}) {
     passwordMaxBytes: config.passwords.maxBytes,
     refreshSecret: deriveSecret(config.keyEncryptionKey, 'refresh-derivation'),
   })
+  const clients = createClientsService({ db, clock })
+  const oauth = createOAuthService({ db, clock, config, clients, sessions, accessTokens, revocations })
   const health = createHealth({ db, expectedVersion, timeoutMs: 2000 })
 
   return {
-    config, logger, clock, db, hasher, keys, accessTokens, revocations, accounts, sessions, health,
+    config, logger, clock, db, hasher, keys, accessTokens, revocations, accounts, sessions, clients, oauth, health,
     /** Loads what the hot paths keep in memory (keys, revocations). */
     async start(): Promise<void> {
       await keys.init()

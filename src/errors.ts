@@ -67,6 +67,7 @@ export const oauthStatusByError = {
   unsupported_grant_type: 400,
   invalid_scope: 400,
   unsupported_token_type: 400,
+  invalid_target: 400, // RFC 8707
   temporarily_unavailable: 503,
   server_error: 500,
 } as const satisfies Record<string, number>

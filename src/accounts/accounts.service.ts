@@ -151,7 +151,7 @@ export function createAccountsService(deps: AccountsServiceDeps) {
         await audit.insertEvent(tx, { type: 'password.changed', accountId: account.id, actor: actorOf(principal), ...ctx, data: { sessions_revoked: ids.length }, occurredAt: now })
         return ids
       })
-      revocations.add(revoked)
+      revocations.addSessions(revoked)
     },
 
     /**
@@ -171,7 +171,7 @@ export function createAccountsService(deps: AccountsServiceDeps) {
         await audit.insertEvent(tx, { type: 'account.deleted', accountId: account.id, actor: actorOf(principal), ...ctx, data: { sessions_revoked: ids.length }, occurredAt: now })
         return ids
       })
-      revocations.add(revoked)
+      revocations.addSessions(revoked)
     },
   }
 }

@@ -7,10 +7,16 @@ import { AppError } from '../errors.ts'
 import type { RevocationList } from '../sessions/revocation.ts'
 import type { AccessTokenClaims, AccessTokens } from '../tokens/access-tokens.ts'
 
+/** The caller of a user route: an account acting through one of its sessions. */
 export interface Principal {
   readonly accountId: string
   readonly sessionId: string
   readonly claims: AccessTokenClaims
+}
+
+/** True when the token's session, or the token itself, was revoked. */
+export function isAccessTokenRevoked(revocations: RevocationList, claims: AccessTokenClaims): boolean {
+  return claims.sid !== undefined ? revocations.isSessionRevoked(claims.sid) : revocations.isTokenRevoked(claims.jti)
 }
 
 declare module 'fastify' {
@@ -28,7 +34,9 @@ export function createAuthenticate(deps: { accessTokens: AccessTokens; revocatio
     const match = BEARER.exec(header)
     if (!match?.[1]) throw new AppError('invalid_token', 'The Authorization header must be "Bearer <token>".')
     const claims = await deps.accessTokens.verify(match[1])
-    if (deps.revocations.isRevoked(claims.sid)) throw new AppError('invalid_token', 'The session of this access token has ended.')
+    // User routes take user tokens only: a service client's token has no account behind it.
+    if (claims.sid === undefined) throw new AppError('invalid_token', 'This endpoint needs a user access token.')
+    if (deps.revocations.isSessionRevoked(claims.sid)) throw new AppError('invalid_token', 'The session of this access token has ended.')
     request.principal = { accountId: claims.sub, sessionId: claims.sid, claims }
   }
 }

@@ -23,12 +23,13 @@ export const TokenResponse = Type.Object({
   access_token: Type.String(),
   token_type: Type.Literal('Bearer'),
   expires_in: Type.Integer(),
-  refresh_token: Type.String(),
+  refresh_token: Type.Optional(Type.String({ description: 'Absent for client_credentials.' })),
+  scope: Type.Optional(Type.String()),
 }, { $id: 'TokenResponse' })
 
 export const problemRef = Type.Unsafe<never>({ $ref: 'Problem#' })
 export const oauthErrorRef = Type.Unsafe<never>({ $ref: 'OAuthError#' })
-export const tokenResponseRef = Type.Unsafe<{ access_token: string; token_type: 'Bearer'; expires_in: number; refresh_token: string }>({ $ref: 'TokenResponse#' })
+export const tokenResponseRef = Type.Unsafe<{ access_token: string; token_type: 'Bearer'; expires_in: number; refresh_token?: string; scope?: string }>({ $ref: 'TokenResponse#' })
 
 const problemDescriptions: Record<number, string> = {
   400: 'Invalid request (validation_failed, malformed_request, password_policy)',

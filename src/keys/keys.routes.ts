@@ -27,22 +27,25 @@ export const keysRoutes: FastifyPluginAsyncTypebox<{ keys: KeyStore; config: Con
     issuer: config.jwt.issuer,
     token_endpoint: `${config.publicUrl}/oauth/token`,
     revocation_endpoint: `${config.publicUrl}/oauth/revoke`,
+    introspection_endpoint: `${config.publicUrl}/oauth/introspect`,
     jwks_uri: `${config.publicUrl}/.well-known/jwks.json`,
-    grant_types_supported: ['refresh_token'],
+    grant_types_supported: ['refresh_token', 'client_credentials'],
     response_types_supported: [] as string[],
-    token_endpoint_auth_methods_supported: ['none'],
-    revocation_endpoint_auth_methods_supported: ['none'],
-    token_endpoint_auth_signing_alg_values_supported: [config.jwt.algorithm],
+    token_endpoint_auth_methods_supported: ['none', 'client_secret_basic', 'client_secret_post'],
+    revocation_endpoint_auth_methods_supported: ['none', 'client_secret_basic', 'client_secret_post'],
+    introspection_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post'],
+    scopes_supported: [] as string[],
     service_documentation: `${config.publicUrl}/docs`,
   }
   app.get('/.well-known/oauth-authorization-server', {
     schema: {
       operationId: 'getServerMetadata', tags: ['discovery'], summary: 'Authorization server metadata (RFC 8414)',
       response: { 200: Type.Object({
-        issuer: Type.String(), token_endpoint: Type.String(), revocation_endpoint: Type.String(), jwks_uri: Type.String(),
+        issuer: Type.String(), token_endpoint: Type.String(), revocation_endpoint: Type.String(), introspection_endpoint: Type.String(), jwks_uri: Type.String(),
         grant_types_supported: Type.Array(Type.String()), response_types_supported: Type.Array(Type.String()),
         token_endpoint_auth_methods_supported: Type.Array(Type.String()), revocation_endpoint_auth_methods_supported: Type.Array(Type.String()),
-        token_endpoint_auth_signing_alg_values_supported: Type.Array(Type.String()), service_documentation: Type.String(),
+        introspection_endpoint_auth_methods_supported: Type.Array(Type.String()), scopes_supported: Type.Array(Type.String()),
+        service_documentation: Type.String(),
       }) },
     },
   }, async (_request, reply) => {

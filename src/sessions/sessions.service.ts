@@ -56,7 +56,7 @@ export function createSessionsService(deps: SessionsServiceDeps) {
       }
       return owner
     })
-    if (accountId !== undefined) revocations.add([sessionId])
+    if (accountId !== undefined) revocations.addSessions([sessionId])
   }
 
   return {
@@ -136,7 +136,7 @@ export function createSessionsService(deps: SessionsServiceDeps) {
           await audit.insertEvent(tx, { type: 'session.logout', accountId: owner, actor: `account:${owner}`, ...ctx, data: { session_id: principal.sessionId }, occurredAt: now })
         }
       })
-      revocations.add([principal.sessionId])
+      revocations.addSessions([principal.sessionId])
     },
 
     /**
@@ -159,7 +159,7 @@ export function createSessionsService(deps: SessionsServiceDeps) {
           await audit.insertEvent(tx, { type: 'session.revoked', accountId: owner, actor: `account:${owner}`, ...ctx, data: { session_id: target, via: 'oauth_revoke' }, occurredAt: now })
         }
       })
-      revocations.add([target])
+      revocations.addSessions([target])
     },
   }
 }

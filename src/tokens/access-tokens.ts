@@ -14,13 +14,19 @@ import type { Config } from '../config.ts'
 import { AppError } from '../errors.ts'
 import type { KeyStore } from '../keys/keys.service.ts'
 
+/**
+ * Verified claims. A user's token has `sid` (its session) and `sub` = the account id; a service client's
+ * token (client_credentials) has no `sid`, and `sub` = `client_id`.
+ */
 export interface AccessTokenClaims {
   readonly sub: string
-  readonly sid: string
+  readonly sid: string | undefined
+  readonly client_id: string
   readonly jti: string
   readonly exp: number
   readonly iat: number
-  readonly scope?: string
+  readonly aud: string | string[]
+  readonly scope: string | undefined
 }
 
 export interface IssuedAccessToken {
@@ -31,8 +37,14 @@ export interface IssuedAccessToken {
 
 export interface AccessTokens {
   issue(subject: { accountId: string; sessionId: string }): Promise<IssuedAccessToken>
-  /** @throws AppError `invalid_token` for anything but a valid, current token of ours. */
-  verify(token: string): Promise<AccessTokenClaims>
+  /** A service client's token (client_credentials grant): no session, `sub` = `client_id`. */
+  issueForClient(client: { clientId: string; scope: string; audience: string | string[] }): Promise<IssuedAccessToken>
+  /**
+   * @param options.anyAudience accept tokens for any audience (introspection decides who may see what);
+   *   by default only tokens for this service's own audience are accepted.
+   * @throws AppError `invalid_token` for anything but a valid, current token of ours.
+   */
+  verify(token: string, options?: { anyAudience?: boolean }): Promise<AccessTokenClaims>
 }
 
 /** The OAuth client id of Tessera's own first-party API (RFC 9068 requires `client_id`). */
@@ -50,30 +62,49 @@ export function createAccessTokens(deps: { keys: KeyStore; jwt: Config['jwt']; c
   const { keys, jwt, clock } = deps
   const cache = new LRUCache<string, AccessTokenClaims>({ max: deps.cacheSize ?? 10_000 })
 
+  async function sign(claims: AccessTokenClaims): Promise<string> {
+    const key = keys.signingKey()
+    const extra: Record<string, string> = { client_id: claims.client_id }
+    if (claims.sid !== undefined) extra.sid = claims.sid
+    if (claims.scope !== undefined) extra.scope = claims.scope
+    return new SignJWT(extra)
+      .setProtectedHeader({ alg: key.alg, typ: 'at+jwt', kid: key.kid })
+      .setIssuer(jwt.issuer)
+      .setAudience(claims.aud)
+      .setSubject(claims.sub)
+      .setJti(claims.jti)
+      .setIssuedAt(claims.iat)
+      .setExpirationTime(claims.exp)
+      .sign(key.privateKey)
+  }
+
+  function baseClaims(): { jti: string; iat: number; exp: number } {
+    const iat = Math.floor(clock.now().getTime() / 1000)
+    return { jti: randomUUID(), iat, exp: iat + jwt.accessTokenTtlSeconds }
+  }
+
   return {
     async issue({ accountId, sessionId }) {
-      const key = keys.signingKey()
-      const iat = Math.floor(clock.now().getTime() / 1000)
-      const claims: AccessTokenClaims = { sub: accountId, sid: sessionId, jti: randomUUID(), iat, exp: iat + jwt.accessTokenTtlSeconds }
-      const token = await new SignJWT({ sid: claims.sid, client_id: FIRST_PARTY_CLIENT_ID })
-        .setProtectedHeader({ alg: key.alg, typ: 'at+jwt', kid: key.kid })
-        .setIssuer(jwt.issuer)
-        .setAudience(jwt.audience)
-        .setSubject(claims.sub)
-        .setJti(claims.jti)
-        .setIssuedAt(claims.iat)
-        .setExpirationTime(claims.exp)
-        .sign(key.privateKey)
-      return { token, expiresIn: jwt.accessTokenTtlSeconds, claims }
+      const claims: AccessTokenClaims = { ...baseClaims(), sub: accountId, sid: sessionId, client_id: FIRST_PARTY_CLIENT_ID, aud: jwt.audience, scope: undefined }
+      return { token: await sign(claims), expiresIn: jwt.accessTokenTtlSeconds, claims }
     },
 
-    async verify(token) {
+    async issueForClient({ clientId, scope, audience }) {
+      const claims: AccessTokenClaims = { ...baseClaims(), sub: clientId, sid: undefined, client_id: clientId, aud: audience, scope }
+      return { token: await sign(claims), expiresIn: jwt.accessTokenTtlSeconds, claims }
+    },
+
+    async verify(token, options = {}) {
       const nowSeconds = clock.now().getTime() / 1000
+      const forUs = (aud: string | string[]) => (Array.isArray(aud) ? aud.includes(jwt.audience) : aud === jwt.audience)
       const cached = cache.get(token)
       if (cached !== undefined) {
-        if (cached.exp + jwt.leewaySeconds > nowSeconds) return cached
-        cache.delete(token)
-        throw invalid('The access token has expired.')
+        if (cached.exp + jwt.leewaySeconds <= nowSeconds) {
+          cache.delete(token)
+          throw invalid('The access token has expired.')
+        }
+        if (options.anyAudience !== true && !forUs(cached.aud)) throw invalid('The access token is not meant for this service.')
+        return cached
       }
       if (token.length > MAX_TOKEN_LENGTH || !COMPACT_JWS.test(token)) throw invalid('The access token is malformed.')
       let payload: JWTPayload
@@ -89,11 +120,11 @@ export function createAccessTokens(deps: { keys: KeyStore; jwt: Config['jwt']; c
         }, {
           algorithms: [jwt.algorithm],
           issuer: jwt.issuer,
-          audience: jwt.audience,
+          ...(options.anyAudience === true ? {} : { audience: jwt.audience }),
           typ: 'at+jwt',
           clockTolerance: jwt.leewaySeconds,
           currentDate: clock.now(),
-          requiredClaims: ['iss', 'sub', 'aud', 'exp', 'iat', 'jti', 'sid'],
+          requiredClaims: ['iss', 'sub', 'aud', 'exp', 'iat', 'jti', 'client_id'],
         })
         payload = result.payload
       } catch (err) {
@@ -102,15 +133,20 @@ export function createAccessTokens(deps: { keys: KeyStore; jwt: Config['jwt']; c
         if (err instanceof joseErrors.JOSEError) throw invalid('The access token is invalid.', err)
         throw invalid('The access token is invalid.', err)
       }
-      const { sub, sid, jti, exp, iat } = payload
-      if (typeof sub !== 'string' || typeof sid !== 'string' || typeof jti !== 'string' || typeof exp !== 'number' || typeof iat !== 'number') {
+      const { sub, sid, jti, exp, iat, aud, client_id: clientId, scope } = payload
+      if (typeof sub !== 'string' || typeof jti !== 'string' || typeof exp !== 'number' || typeof iat !== 'number' ||
+        typeof clientId !== 'string' || aud === undefined || (scope !== undefined && typeof scope !== 'string')) {
         throw invalid('The access token is missing required claims.')
       }
-      // sub and sid are always our UUIDs: anything else was not minted by issue() and must not reach SQL.
-      if (!UUID.test(sub) || !UUID.test(sid)) throw invalid('The access token is missing required claims.')
+      // Shapes are checked because values reach SQL: a user token has UUID sub and sid; a client token
+      // has no sid and sub = client_id. Anything else was not minted here.
+      if (!UUID.test(jti)) throw invalid('The access token is missing required claims.')
+      if (sid !== undefined ? typeof sid !== 'string' || !UUID.test(sub) || !UUID.test(sid) || clientId !== FIRST_PARTY_CLIENT_ID : sub !== clientId) {
+        throw invalid('The access token is missing required claims.')
+      }
       // A token "issued" in the future (beyond the leeway) is refused: it was not minted by this clock.
       if (iat > nowSeconds + jwt.leewaySeconds) throw invalid('The access token is not valid yet.')
-      const claims: AccessTokenClaims = { sub, sid, jti, exp, iat }
+      const claims: AccessTokenClaims = { sub, sid: sid as string | undefined, client_id: clientId, jti, exp, iat, aud, scope }
       cache.set(token, claims)
       return claims
     },

@@ -42,7 +42,7 @@ describe('several instances sharing one database', () => {
     assert.equal((await a.app.inject({ method: 'GET', url: '/v1/me', headers: bearer(tokens.access_token) })).statusCode, 401)
     await b.deps.revocations.refresh()
     const { sid } = JSON.parse(Buffer.from(tokens.access_token.split('.')[1] ?? '', 'base64url').toString()) as { sid: string }
-    assert.ok(b.deps.revocations.isRevoked(sid))
+    assert.ok(b.deps.revocations.isSessionRevoked(sid))
   })
 
   it('refuses a revoked session on B even before B has polled, on routes that read the account', async () => {
