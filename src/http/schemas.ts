@@ -35,6 +35,7 @@ const problemDescriptions: Record<number, string> = {
   400: 'Invalid request (validation_failed, malformed_request, password_policy)',
   401: 'Not authenticated (invalid_credentials, invalid_token)',
   403: 'Not allowed (current_password_invalid, forbidden)',
+  404: 'Not found (not_found)',
   413: 'Body too large (payload_too_large)',
   415: 'Not JSON (unsupported_media_type)',
   429: 'Rate limited (rate_limited)',

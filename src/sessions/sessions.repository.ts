@@ -1,6 +1,6 @@
 import type { Queryable } from '../db/pool.ts'
 
-export type RevokeReason = 'logout' | 'refresh_token_reuse' | 'password_changed' | 'account_deleted' | 'token_revoked'
+export type RevokeReason = 'logout' | 'logout_everywhere' | 'revoked_by_user' | 'refresh_token_reuse' | 'password_changed' | 'account_deleted' | 'token_revoked'
 
 export interface NewSession {
   readonly id: string
@@ -134,5 +134,35 @@ export async function isSessionLive(db: Queryable, sessionId: string, now: Date)
     text: 'SELECT 1 FROM sessions WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2',
     values: [sessionId, now],
   })
+  return rowCount === 1
+}
+
+export interface SessionRow {
+  id: string
+  created_at: Date
+  last_used_at: Date
+  expires_at: Date
+  ip: string | null
+  user_agent: string | null
+}
+
+/** The account's live sessions, most recently used first. */
+export async function listLive(db: Queryable, accountId: string, now: Date): Promise<SessionRow[]> {
+  const { rows } = await db.query<SessionRow>(
+    `SELECT id, created_at, last_used_at, expires_at, host(ip) AS ip, user_agent FROM sessions
+     WHERE account_id = $1 AND revoked_at IS NULL AND expires_at > $2
+       AND EXISTS (SELECT 1 FROM refresh_tokens rt WHERE rt.session_id = sessions.id AND rt.used_at IS NULL AND rt.expires_at > $2)
+     ORDER BY last_used_at DESC, id LIMIT 500`,
+    [accountId, now],
+  )
+  return rows
+}
+
+/** Revokes one session only if it belongs to `accountId` (so no one learns whether another exists). */
+export async function revokeOwnSession(db: Queryable, accountId: string, sessionId: string, reason: RevokeReason, now: Date): Promise<boolean> {
+  const { rowCount } = await db.query(
+    'UPDATE sessions SET revoked_at = $4, revoke_reason = $3 WHERE id = $1 AND account_id = $2 AND revoked_at IS NULL',
+    [sessionId, accountId, reason, now],
+  )
   return rowCount === 1
 }

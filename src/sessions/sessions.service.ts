@@ -13,6 +13,7 @@ import { normalizePassword } from '../passwords/passwords.policy.ts'
 import type { AccessTokens } from '../tokens/access-tokens.ts'
 import { deriveChildToken, generateRefreshToken, hashToken, looksLikeRefreshToken } from '../tokens/refresh-tokens.ts'
 import type { RevocationList } from './revocation.ts'
+import { deviceSummary } from './sessions.device.ts'
 import * as sessionsRepository from './sessions.repository.ts'
 
 /** RFC 6749 §5.1 token response. */
@@ -21,6 +22,18 @@ export interface TokenPair {
   token_type: 'Bearer'
   expires_in: number
   refresh_token: string
+}
+
+/** A session as its owner sees it. */
+export interface SessionView {
+  id: string
+  current: boolean
+  device: string
+  user_agent: string | null
+  ip: string | null
+  created_at: string
+  last_used_at: string
+  expires_at: string
 }
 
 export interface SessionsServiceDeps {
@@ -57,6 +70,17 @@ export function createSessionsService(deps: SessionsServiceDeps) {
       return owner
     })
     if (accountId !== undefined) revocations.addSessions([sessionId])
+  }
+
+  async function endSessions(principal: Principal, keep: string | null, reason: sessionsRepository.RevokeReason, type: string, ctx: RequestContext): Promise<number> {
+    const now = clock.now()
+    const ids = await withTransaction(db, async (tx) => {
+      const revoked = await sessionsRepository.revokeAccountSessions(tx, principal.accountId, reason, now, keep)
+      await audit.insertEvent(tx, { type, accountId: principal.accountId, actor: `account:${principal.accountId}`, ...ctx, data: { sessions_revoked: revoked.length }, occurredAt: now })
+      return revoked
+    })
+    revocations.addSessions(ids)
+    return ids.length
   }
 
   return {
@@ -125,6 +149,49 @@ export function createSessionsService(deps: SessionsServiceDeps) {
       }
       await revokeForReuse(state.session_id, ctx)
       throw invalidGrant()
+    },
+
+    /** The caller's live sessions, most recently used first, the current one marked. */
+    async listSessions(principal: Principal): Promise<SessionView[]> {
+      const rows = await sessionsRepository.listLive(db, principal.accountId, clock.now())
+      return rows.map((s) => ({
+        id: s.id,
+        current: s.id === principal.sessionId,
+        device: deviceSummary(s.user_agent),
+        user_agent: s.user_agent,
+        ip: s.ip,
+        created_at: s.created_at.toISOString(),
+        last_used_at: s.last_used_at.toISOString(),
+        expires_at: s.expires_at.toISOString(),
+      }))
+    },
+
+    /**
+     * Ends one of the caller's sessions (the current one included). Another account's session id gets
+     * the same `not_found` as an unknown one: nothing reveals that it exists.
+     * @throws AppError `not_found`.
+     */
+    async revokeSession(principal: Principal, sessionId: string, ctx: RequestContext): Promise<void> {
+      const now = clock.now()
+      const done = await withTransaction(db, async (tx) => {
+        const revoked = await sessionsRepository.revokeOwnSession(tx, principal.accountId, sessionId, 'revoked_by_user', now)
+        if (revoked) {
+          await audit.insertEvent(tx, { type: 'session.revoked', accountId: principal.accountId, actor: `account:${principal.accountId}`, ...ctx, data: { session_id: sessionId, current: sessionId === principal.sessionId }, occurredAt: now })
+        }
+        return revoked
+      })
+      if (!done) throw new AppError('not_found', 'No such session.')
+      revocations.addSessions([sessionId])
+    },
+
+    /** Ends every session of the caller's account but the current one; returns how many ended. */
+    async revokeOtherSessions(principal: Principal, ctx: RequestContext): Promise<number> {
+      return endSessions(principal, principal.sessionId, 'revoked_by_user', 'session.revoked_others', ctx)
+    },
+
+    /** Ends every session of the caller's account, this one included ("log out everywhere"). */
+    async logoutEverywhere(principal: Principal, ctx: RequestContext): Promise<number> {
+      return endSessions(principal, null, 'logout_everywhere', 'session.logout_everywhere', ctx)
     },
 
     /** Ends the caller's current session: its refresh token dies and its access tokens are refused. */
