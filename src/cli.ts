@@ -5,6 +5,7 @@
  */
 import { parseArgs } from 'node:util'
 import { createClientsService } from './clients/clients.service.ts'
+import { createKeyStore } from './keys/keys.service.ts'
 import { systemClock } from './clock.ts'
 import type { Config } from './config.ts'
 import { createPool, type Pool } from './db/pool.ts'
@@ -20,6 +21,9 @@ Commands:
                                 Create a service client; prints its secret once
   clients list                  List service clients
   clients disable ID            Disable a service client (its secret stops working)
+  keys list                     List signing keys and their state
+  keys rotate                   Publish a new signing key now; it signs after one JWKS cache period
+  keys revoke KID               Emergency: remove a key from the JWKS and from signing at once
   help                          Show this help
 
 Configuration comes from environment variables: see docs/configuration.md.`
@@ -67,6 +71,31 @@ async function clientsCommand(args: string[]): Promise<void> {
   })
 }
 
+async function keysCommand(args: string[]): Promise<void> {
+  const { positionals } = parseArgs({ args, allowPositionals: true, options: {} })
+  const action = positionals[0]
+  await withDatabase(async ({ db, config }) => {
+    // No reload timer or schedule here: a one-shot command.
+    const keys = createKeyStore({ db, config, clock: systemClock, schedule: { ...config.keys, rotationDays: 0, reloadIntervalMs: 0 } })
+    if (action === 'list') {
+      console.log(JSON.stringify(await keys.list(), null, 2))
+    } else if (action === 'rotate') {
+      await keys.init()
+      const { kid, activatesAt } = await keys.rotate()
+      console.log(JSON.stringify({ kid, published: true, signs_from: activatesAt }, null, 2))
+    } else if (action === 'revoke') {
+      const kid = positionals[1]
+      if (kid === undefined) throw new UsageError('keys revoke needs a kid')
+      const result = await keys.revoke(kid)
+      if (result === undefined) throw new UsageError(`no published key ${kid}`)
+      console.log(JSON.stringify({ revoked: kid, replacement: result.replacement ?? null }, null, 2))
+      console.error(`Instances stop using ${kid} within TESSERA_KEY_RELOAD_SECONDS (${config.keys.reloadIntervalMs / 1000} s); resource servers when their JWKS cache expires.`)
+    } else {
+      throw new UsageError(`unknown keys action "${action ?? ''}"`)
+    }
+  })
+}
+
 async function main(argv: string[]): Promise<void> {
   const command = argv[0] ?? 'serve'
   if (command === 'help' || command === '--help' || command === '-h') {
@@ -90,6 +119,9 @@ async function main(argv: string[]): Promise<void> {
     }
     case 'clients':
       await clientsCommand(argv.slice(1))
+      return
+    case 'keys':
+      await keysCommand(argv.slice(1))
       return
     default:
       throw new UsageError(`unknown command "${command}"`)

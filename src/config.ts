@@ -28,6 +28,9 @@ export const envSchema = Type.Object({
   TESSERA_JWT_AUDIENCE: Type.Optional(Type.String({ minLength: 1, maxLength: 512, description: 'The `aud` of access tokens. Defaults to `TESSERA_PUBLIC_URL`.' })),
   TESSERA_JWT_ALGORITHM: Type.Union([Type.Literal('EdDSA'), Type.Literal('ES256')], { default: 'EdDSA', description: 'Signing algorithm for new keys (Ed25519 or P-256). Verifiers accept only this algorithm.' }),
   TESSERA_KEY_ENCRYPTION_KEY: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9+/]{43}=$', description: '32 random bytes, base64: encrypts signing keys at rest (AES-256-GCM) and derives the refresh-token secret. Required with `DATABASE_URL`; generated into the data directory in embedded mode. Generate with `openssl rand -base64 32`.' })),
+  TESSERA_JWKS_MAX_AGE_SECONDS: Type.Integer({ default: 300, minimum: 10, maximum: 86_400, description: 'Cache-Control max-age of the JWKS. A rotated key is published this long (+ 60 s) before it signs.' }),
+  TESSERA_KEY_ROTATION_DAYS: Type.Integer({ default: 90, minimum: 0, maximum: 3650, description: 'Rotate the signing key automatically when it is this many days old (0: only `tessera keys rotate`).' }),
+  TESSERA_KEY_RELOAD_SECONDS: Type.Integer({ default: 30, minimum: 1, maximum: 3600, description: 'How often each instance re-reads the signing keys (rotations and revocations by other instances or the CLI). Must be below TESSERA_JWKS_MAX_AGE_SECONDS.' }),
   TESSERA_ACCESS_TOKEN_TTL_SECONDS: Type.Integer({ default: 600, minimum: 30, maximum: 3600, description: 'Lifetime of access tokens.' }),
   TESSERA_JWT_LEEWAY_SECONDS: Type.Integer({ default: 30, minimum: 0, maximum: 60, description: 'Clock skew tolerated when verifying `exp`/`iat` (RFC 8725 advises at most 60 s).' }),
   TESSERA_REFRESH_IDLE_TTL_SECONDS: Type.Integer({ default: 14 * DAY, minimum: 300, maximum: 365 * DAY, description: 'A session whose refresh token is unused this long ends (idle timeout).' }),
@@ -79,6 +82,11 @@ export interface Config {
     readonly algorithm: Env['TESSERA_JWT_ALGORITHM']
     readonly accessTokenTtlSeconds: number
     readonly leewaySeconds: number
+  }
+  readonly keys: {
+    readonly jwksMaxAgeSeconds: number
+    readonly rotationDays: number
+    readonly reloadIntervalMs: number
   }
   /** Base64 key-encryption key; undefined only in embedded mode, where it is generated on first start. */
   readonly keyEncryptionKey: string | undefined
@@ -151,6 +159,9 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
   if (e.TESSERA_REFRESH_ABSOLUTE_TTL_SECONDS < e.TESSERA_REFRESH_IDLE_TTL_SECONDS) {
     problems.push('TESSERA_REFRESH_ABSOLUTE_TTL_SECONDS must be at least TESSERA_REFRESH_IDLE_TTL_SECONDS')
   }
+  if (e.TESSERA_KEY_RELOAD_SECONDS >= e.TESSERA_JWKS_MAX_AGE_SECONDS) {
+    problems.push('TESSERA_KEY_RELOAD_SECONDS must be below TESSERA_JWKS_MAX_AGE_SECONDS (a rotated key must reach every instance before it signs)')
+  }
   if (e.TESSERA_PASSWORD_MAX_LENGTH < e.TESSERA_PASSWORD_MIN_LENGTH) {
     problems.push('TESSERA_PASSWORD_MAX_LENGTH must be at least TESSERA_PASSWORD_MIN_LENGTH')
   }
@@ -183,6 +194,11 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       algorithm: e.TESSERA_JWT_ALGORITHM,
       accessTokenTtlSeconds: e.TESSERA_ACCESS_TOKEN_TTL_SECONDS,
       leewaySeconds: e.TESSERA_JWT_LEEWAY_SECONDS,
+    },
+    keys: {
+      jwksMaxAgeSeconds: e.TESSERA_JWKS_MAX_AGE_SECONDS,
+      rotationDays: e.TESSERA_KEY_ROTATION_DAYS,
+      reloadIntervalMs: e.TESSERA_KEY_RELOAD_SECONDS * 1000,
     },
     keyEncryptionKey: e.TESSERA_KEY_ENCRYPTION_KEY,
     sessions: {

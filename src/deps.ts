@@ -32,7 +32,7 @@ export async function createDeps(config: Config, overrides: Overrides = {}) {
   const expectedVersion = (await readMigrations()).length
 
   const hasher = overrides.hasher ?? createPasswordHasher(config.passwords)
-  const keys = createKeyStore({ db, config, clock, reloadIntervalMs: 60_000 })
+  const keys = createKeyStore({ db, config, clock, schedule: config.keys, onError: (err) => logger.warn({ err }, 'signing key reload failed; retrying') })
   const accessTokens = createAccessTokens({ keys, jwt: config.jwt, clock })
   const revocations = createRevocationList({
     db,

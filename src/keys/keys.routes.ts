@@ -8,9 +8,6 @@ const Jwk = Type.Object({
   crv: Type.Optional(Type.String()), x: Type.Optional(Type.String()), y: Type.Optional(Type.String()),
 }, { additionalProperties: false })
 
-/** How long resource servers may cache the JWKS. A new key is published before it signs (sessions issue). */
-export const JWKS_MAX_AGE_SECONDS = 300
-
 export const keysRoutes: FastifyPluginAsyncTypebox<{ keys: KeyStore; config: Config }> = async (app, { keys, config }) => {
   app.get('/.well-known/jwks.json', {
     schema: {
@@ -19,7 +16,8 @@ export const keysRoutes: FastifyPluginAsyncTypebox<{ keys: KeyStore; config: Con
       response: { 200: Type.Object({ keys: Type.Array(Jwk) }) },
     },
   }, async (_request, reply) => {
-    void reply.header('cache-control', `public, max-age=${JWKS_MAX_AGE_SECONDS}`).type('application/jwk-set+json; charset=utf-8')
+    // Matches the rotation schedule: a new key is published this long (+ margin) before it signs.
+    void reply.header('cache-control', `public, max-age=${config.keys.jwksMaxAgeSeconds}`).type('application/jwk-set+json; charset=utf-8')
     return keys.jwks()
   })
 

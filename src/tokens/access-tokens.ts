@@ -109,12 +109,12 @@ export function createAccessTokens(deps: { keys: KeyStore; jwt: Config['jwt']; c
       if (token.length > MAX_TOKEN_LENGTH || !COMPACT_JWS.test(token)) throw invalid('The access token is malformed.')
       let payload: JWTPayload
       try {
-        const result = await jwtVerify(token, (header) => {
+        const result = await jwtVerify(token, async (header) => {
           for (const name of FORBIDDEN_HEADERS) {
             if (name in header) throw invalid(`The token header must not carry "${name}".`)
           }
           if (typeof header.kid !== 'string') throw invalid('The token has no key id.')
-          const key = keys.verificationKey(header.kid)
+          const key = keys.verificationKey(header.kid) ?? (await keys.findVerificationKey(header.kid))
           if (key === undefined) throw invalid('The token was signed by an unknown key.')
           return key
         }, {
