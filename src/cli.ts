@@ -5,7 +5,9 @@
  */
 import { parseArgs } from 'node:util'
 import { createClientsService } from './clients/clients.service.ts'
+import { Redis } from 'ioredis'
 import { createKeyStore } from './keys/keys.service.ts'
+import { KEYS_CHANNEL } from './sessions/revocation.redis.ts'
 import { systemClock } from './clock.ts'
 import type { Config } from './config.ts'
 import { createPool, type Pool } from './db/pool.ts'
@@ -71,6 +73,20 @@ async function clientsCommand(args: string[]): Promise<void> {
   })
 }
 
+/** Tells running instances (through Redis, when configured) to re-read the keys now. */
+async function announceKeysChanged(config: Config): Promise<void> {
+  if (config.redis.url === undefined) return
+  const redis = new Redis(config.redis.url, { maxRetriesPerRequest: 1, connectTimeout: 2000 })
+  redis.on('error', () => undefined)
+  try {
+    await redis.publish(KEYS_CHANNEL, 'cli')
+  } catch {
+    console.error('Redis did not answer: instances will pick the change up on their next reload.')
+  } finally {
+    redis.disconnect()
+  }
+}
+
 async function keysCommand(args: string[]): Promise<void> {
   const { positionals } = parseArgs({ args, allowPositionals: true, options: {} })
   const action = positionals[0]
@@ -82,12 +98,14 @@ async function keysCommand(args: string[]): Promise<void> {
     } else if (action === 'rotate') {
       await keys.init()
       const { kid, activatesAt } = await keys.rotate()
+      await announceKeysChanged(config)
       console.log(JSON.stringify({ kid, published: true, signs_from: activatesAt }, null, 2))
     } else if (action === 'revoke') {
       const kid = positionals[1]
       if (kid === undefined) throw new UsageError('keys revoke needs a kid')
       const result = await keys.revoke(kid)
       if (result === undefined) throw new UsageError(`no published key ${kid}`)
+      await announceKeysChanged(config)
       console.log(JSON.stringify({ revoked: kid, replacement: result.replacement ?? null }, null, 2))
       console.error(`Instances stop using ${kid} within TESSERA_KEY_RELOAD_SECONDS (${config.keys.reloadIntervalMs / 1000} s); resource servers when their JWKS cache expires.`)
     } else {

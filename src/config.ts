@@ -18,6 +18,7 @@ export const envSchema = Type.Object({
   PORT: Type.Integer({ default: 8080, minimum: 0, maximum: 65535, description: 'Port of the public API (0 picks a free port).' }),
   LOG_LEVEL: Type.Union([Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'), Type.Literal('info'), Type.Literal('debug'), Type.Literal('trace'), Type.Literal('silent')], { default: 'info', description: 'pino log level.' }),
   DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://', description: 'PostgreSQL connection string. Unset: an embedded PostgreSQL server is started in `TESSERA_DATA_DIR` (single node only).' })),
+  REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://', description: 'Redis for cross-instance revocation (pub/sub, sub-second). Unset: single-node behaviour, revocations reach other instances through PostgreSQL polling (TESSERA_REVOCATION_POLL_MS).' })),
   DATABASE_POOL_MAX: Type.Integer({ default: 10, minimum: 1, maximum: 200, description: 'Maximum connections in the pool of each instance.' }),
   DATABASE_STATEMENT_TIMEOUT_MS: Type.Integer({ default: 5000, minimum: 100, maximum: 600_000, description: 'Server-side `statement_timeout` for every pooled connection.' }),
   DATABASE_CONNECT_TIMEOUT_MS: Type.Integer({ default: 5000, minimum: 100, maximum: 60_000, description: 'Time allowed to open a connection before the request fails with 503.' }),
@@ -75,6 +76,7 @@ export interface Config {
     readonly migrateOnStart: boolean
   }
   readonly embedded: { readonly dataDir: string; readonly port: number }
+  readonly redis: { readonly url: string | undefined }
   readonly publicUrl: string
   readonly jwt: {
     readonly issuer: string
@@ -187,6 +189,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       migrateOnStart: e.TESSERA_MIGRATE_ON_START,
     },
     embedded: { dataDir: path.resolve(e.TESSERA_DATA_DIR), port: e.TESSERA_EMBEDDED_PG_PORT },
+    redis: { url: e.REDIS_URL },
     publicUrl,
     jwt: {
       issuer: publicUrl,

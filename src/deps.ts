@@ -12,6 +12,8 @@ import { deriveSecret } from './keys/keys.crypto.ts'
 import { createKeyStore } from './keys/keys.service.ts'
 import { createLogger, type Logger } from './logger.ts'
 import { createOAuthService } from './oauth/oauth.service.ts'
+import { createMetrics } from './observability/metrics.ts'
+import { createRedisBus } from './sessions/revocation.redis.ts'
 import { createPasswordHasher, type PasswordHasher } from './passwords/passwords.hasher.ts'
 import { createRevocationList } from './sessions/revocation.ts'
 import { createSessionsService } from './sessions/sessions.service.ts'
@@ -31,17 +33,29 @@ export async function createDeps(config: Config, overrides: Overrides = {}) {
   const db = overrides.db ?? createPool(config.database, logger)
   const expectedVersion = (await readMigrations()).length
 
+  const metrics = createMetrics()
+  // A session revoked longer ago than one access-token lifetime (+ leeway) has no valid token left.
+  const revocationWindowSeconds = config.jwt.accessTokenTtlSeconds + config.jwt.leewaySeconds + 60
+  const bus = config.redis.url === undefined ? undefined : createRedisBus({ url: config.redis.url, logger, metrics, ttlSeconds: revocationWindowSeconds })
+
   const hasher = overrides.hasher ?? createPasswordHasher(config.passwords)
-  const keys = createKeyStore({ db, config, clock, schedule: config.keys, onError: (err) => logger.warn({ err }, 'signing key reload failed; retrying') })
+  const keys = createKeyStore({
+    db, config, clock, schedule: config.keys,
+    onError: (err) => logger.warn({ err }, 'signing key reload failed; retrying'),
+    onChange: () => bus?.publishKeysChanged(),
+  })
   const accessTokens = createAccessTokens({ keys, jwt: config.jwt, clock })
   const revocations = createRevocationList({
     db,
     clock,
-    // A session revoked longer ago than one access-token lifetime (+ leeway) has no valid token left.
-    windowSeconds: config.jwt.accessTokenTtlSeconds + config.jwt.leewaySeconds + 60,
+    windowSeconds: revocationWindowSeconds,
     pollMs: config.sessions.revocationPollMs,
+    bus,
     onError: (err) => logger.warn({ err }, 'revocation poll failed; retrying'),
+    onPropagated: (lagMs) => metrics.revocationPropagation.observe(lagMs / 1000),
   })
+  bus?.onReconnect(() => { revocations.refresh().catch((err: unknown) => logger.warn({ err }, 'revocation rebuild failed')) })
+  bus?.onKeysChanged(() => { keys.reload().catch((err: unknown) => logger.warn({ err }, 'signing key reload failed')) })
   const accounts = createAccountsService({ db, clock, hasher, policy: config.passwords, revocations })
   const sessions = createSessionsService({
     db, clock, hasher, accessTokens, revocations,
@@ -54,7 +68,7 @@ export async function createDeps(config: Config, overrides: Overrides = {}) {
   const health = createHealth({ db, expectedVersion, timeoutMs: 2000 })
 
   return {
-    config, logger, clock, db, hasher, keys, accessTokens, revocations, accounts, sessions, clients, oauth, health,
+    config, logger, clock, db, metrics, bus, hasher, keys, accessTokens, revocations, accounts, sessions, clients, oauth, health,
     /** Loads what the hot paths keep in memory (keys, revocations). */
     async start(): Promise<void> {
       await keys.init()
@@ -63,6 +77,7 @@ export async function createDeps(config: Config, overrides: Overrides = {}) {
     async close(): Promise<void> {
       revocations.stop()
       keys.close()
+      await bus?.close()
       if (overrides.db === undefined) await db.end()
     },
   }
