@@ -33,6 +33,7 @@ export const envSchema = Type.Object({
   TESSERA_KEY_ROTATION_DAYS: Type.Integer({ default: 90, minimum: 0, maximum: 3650, description: 'Rotate the signing key automatically when it is this many days old (0: only `tessera keys rotate`).' }),
   TESSERA_KEY_RELOAD_SECONDS: Type.Integer({ default: 30, minimum: 1, maximum: 3600, description: 'How often each instance re-reads the signing keys (rotations and revocations by other instances or the CLI). Must be below TESSERA_JWKS_MAX_AGE_SECONDS.' }),
   TESSERA_ACCESS_TOKEN_TTL_SECONDS: Type.Integer({ default: 600, minimum: 30, maximum: 3600, description: 'Lifetime of access tokens.' }),
+  TESSERA_ACCESS_TOKEN_CACHE_SIZE: Type.Integer({ default: 10_000, minimum: 0, maximum: 1_000_000, description: 'Verified access tokens remembered per instance (by exact token string, until expiry), sparing a signature check per request; revocation is still checked every time. 0 turns the cache off.' }),
   TESSERA_JWT_LEEWAY_SECONDS: Type.Integer({ default: 30, minimum: 0, maximum: 60, description: 'Clock skew tolerated when verifying `exp`/`iat` (RFC 8725 advises at most 60 s).' }),
   TESSERA_REFRESH_IDLE_TTL_SECONDS: Type.Integer({ default: 14 * DAY, minimum: 300, maximum: 365 * DAY, description: 'A session whose refresh token is unused this long ends (idle timeout).' }),
   TESSERA_REFRESH_ABSOLUTE_TTL_SECONDS: Type.Integer({ default: 90 * DAY, minimum: 600, maximum: 730 * DAY, description: 'A session ends this long after login, whatever its activity (absolute timeout).' }),
@@ -84,6 +85,7 @@ export interface Config {
     readonly algorithm: Env['TESSERA_JWT_ALGORITHM']
     readonly accessTokenTtlSeconds: number
     readonly leewaySeconds: number
+    readonly verifiedCacheSize: number
   }
   readonly keys: {
     readonly jwksMaxAgeSeconds: number
@@ -197,6 +199,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       algorithm: e.TESSERA_JWT_ALGORITHM,
       accessTokenTtlSeconds: e.TESSERA_ACCESS_TOKEN_TTL_SECONDS,
       leewaySeconds: e.TESSERA_JWT_LEEWAY_SECONDS,
+      verifiedCacheSize: e.TESSERA_ACCESS_TOKEN_CACHE_SIZE,
     },
     keys: {
       jwksMaxAgeSeconds: e.TESSERA_JWKS_MAX_AGE_SECONDS,

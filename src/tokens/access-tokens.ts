@@ -58,9 +58,9 @@ function invalid(message: string, cause?: unknown): AppError {
   return new AppError('invalid_token', message, {}, { cause })
 }
 
-export function createAccessTokens(deps: { keys: KeyStore; jwt: Config['jwt']; clock: Clock; cacheSize?: number }): AccessTokens {
+export function createAccessTokens(deps: { keys: KeyStore; jwt: Config['jwt']; clock: Clock }): AccessTokens {
   const { keys, jwt, clock } = deps
-  const cache = new LRUCache<string, AccessTokenClaims>({ max: deps.cacheSize ?? 10_000 })
+  const cache = jwt.verifiedCacheSize > 0 ? new LRUCache<string, AccessTokenClaims>({ max: jwt.verifiedCacheSize }) : undefined
 
   async function sign(claims: AccessTokenClaims): Promise<string> {
     const key = keys.signingKey()
@@ -97,10 +97,10 @@ export function createAccessTokens(deps: { keys: KeyStore; jwt: Config['jwt']; c
     async verify(token, options = {}) {
       const nowSeconds = clock.now().getTime() / 1000
       const forUs = (aud: string | string[]) => (Array.isArray(aud) ? aud.includes(jwt.audience) : aud === jwt.audience)
-      const cached = cache.get(token)
+      const cached = cache?.get(token)
       if (cached !== undefined) {
         if (cached.exp + jwt.leewaySeconds <= nowSeconds) {
-          cache.delete(token)
+          cache?.delete(token)
           throw invalid('The access token has expired.')
         }
         if (options.anyAudience !== true && !forUs(cached.aud)) throw invalid('The access token is not meant for this service.')
@@ -147,7 +147,7 @@ export function createAccessTokens(deps: { keys: KeyStore; jwt: Config['jwt']; c
       // A token "issued" in the future (beyond the leeway) is refused: it was not minted by this clock.
       if (iat > nowSeconds + jwt.leewaySeconds) throw invalid('The access token is not valid yet.')
       const claims: AccessTokenClaims = { sub, sid: sid as string | undefined, client_id: clientId, jti, exp, iat, aud, scope }
-      cache.set(token, claims)
+      cache?.set(token, claims)
       return claims
     },
   }
