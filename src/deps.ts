@@ -1,6 +1,7 @@
 /**
  * The wiring diagram: every component and what it is given, read top to bottom. No container, no magic.
  */
+import { createSecretKey } from 'node:crypto'
 import { createAccountsService } from './accounts/accounts.service.ts'
 import { createClientsService } from './clients/clients.service.ts'
 import { systemClock, type Clock } from './clock.ts'
@@ -61,7 +62,7 @@ export async function createDeps(config: Config, overrides: Overrides = {}) {
     db, clock, hasher, accessTokens, revocations,
     sessions: config.sessions,
     passwordMaxBytes: config.passwords.maxBytes,
-    refreshSecret: deriveSecret(config.keyEncryptionKey, 'refresh-derivation'),
+    refreshSecret: createSecretKey(deriveSecret(config.keyEncryptionKey, 'refresh-derivation')),
   })
   const clients = createClientsService({ db, clock })
   const oauth = createOAuthService({ db, clock, config, clients, sessions, accessTokens, revocations })

@@ -49,7 +49,9 @@ export function createPasswordHasher(options: PasswordHasherOptions): PasswordHa
   let dummyHash: Promise<string> | undefined
 
   function admit<T>(fn: () => Promise<T>): Promise<T> {
-    if (limit.pendingCount >= options.queueLimit && limit.activeCount >= options.concurrency) {
+    // Counted together: p-limit moves a job from pending to active in a microtask, so either count
+    // alone can lag behind a burst that arrives within one tick.
+    if (limit.activeCount + limit.pendingCount >= options.concurrency + options.queueLimit) {
       return Promise.reject(new AppError('overloaded', 'Too many password operations in progress; retry shortly.', {}, { retryAfterSeconds: 1 }))
     }
     return limit(fn)

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto'
+import { randomUUID, type KeyObject } from 'node:crypto'
 import * as accountsRepository from '../accounts/accounts.repository.ts'
 import { canonicalEmail } from '../accounts/accounts.email.ts'
 import * as audit from '../audit/audit.repository.ts'
@@ -45,7 +45,7 @@ export interface SessionsServiceDeps {
   sessions: Config['sessions']
   passwordMaxBytes: number
   /** HMAC key that derives a refresh token's child from the token itself (see refresh-tokens.ts). */
-  refreshSecret: Buffer
+  refreshSecret: KeyObject
 }
 
 function invalidCredentials(): AppError {

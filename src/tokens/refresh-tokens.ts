@@ -5,7 +5,7 @@
  * A retry of the same parent inside the grace window therefore yields the very same child, computed
  * again from what the client sent, while no plain token is ever kept at rest.
  */
-import { createHash, createHmac, randomBytes } from 'node:crypto'
+import { createHash, createHmac, randomBytes, type KeyObject } from 'node:crypto'
 
 /** Visible prefix: lets secret scanners recognise a leaked Tessera refresh token. */
 export const REFRESH_TOKEN_PREFIX = 'tsr_'
@@ -15,7 +15,8 @@ export function generateRefreshToken(): string {
   return REFRESH_TOKEN_PREFIX + randomBytes(32).toString('base64url')
 }
 
-export function deriveChildToken(secret: Buffer, parent: string): string {
+/** `secret` is best a KeyObject (createSecretKey), built once: a raw Buffer is imported on every call. */
+export function deriveChildToken(secret: KeyObject | Buffer, parent: string): string {
   return REFRESH_TOKEN_PREFIX + createHmac('sha256', secret).update(parent).digest('base64url')
 }
 

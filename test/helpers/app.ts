@@ -12,7 +12,8 @@ import { createLogger } from '../../src/logger.ts'
 import type { PasswordHasher } from '../../src/passwords/passwords.hasher.ts'
 import { createTestDatabase, type TestDatabase } from './db.ts'
 
-export const CHEAP_HASHING = { TESSERA_ARGON2_MEMORY_KIB: '1024', TESSERA_ARGON2_TIME_COST: '1' } as const
+// Tests fire bursts (20–50 parallel requests) on purpose: a deeper hashing queue than production's.
+export const CHEAP_HASHING = { TESSERA_ARGON2_MEMORY_KIB: '1024', TESSERA_ARGON2_TIME_COST: '1', TESSERA_HASH_QUEUE_LIMIT: '100' } as const
 
 export function testConfig(url: string, env: Record<string, string> = {}): Config {
   return loadConfig({
