@@ -266,6 +266,15 @@ async function main(): Promise<void> {
     if (/^(TESSERA_|DATABASE_)/.test(k) || ['HOST', 'PORT', 'LOG_LEVEL'].includes(k)) continue
     env[k] = v
   }
+  // Variants for comparisons (e.g. BENCH_TESSERA_ENV="TESSERA_ACCESS_TOKEN_CACHE_SIZE=0" for the
+  // verified-token cache off): space-separated KEY=VALUE pairs, applied over the production defaults.
+  const variant: Record<string, string> = {}
+  for (const pair of (process.env.BENCH_TESSERA_ENV ?? '').split(/\s+/).filter((p) => p.length > 0)) {
+    const eq = pair.indexOf('=')
+    if (eq < 1) throw new Error(`BENCH_TESSERA_ENV: expected KEY=VALUE, got ${pair}`)
+    variant[pair.slice(0, eq)] = pair.slice(eq + 1)
+  }
+  if (Object.keys(variant).length > 0) console.log(`Tessera variant: ${Object.entries(variant).map(([k, v]) => `${k}=${v}`).join(' ')}`)
   const tesseraPort = await freePort()
   const profileDir = path.join(root, 'bench', 'results', 'profiles')
   const profile = process.env.BENCH_PROFILE === '1'
@@ -282,6 +291,7 @@ async function main(): Promise<void> {
       HOST: '127.0.0.1',
       PORT: String(tesseraPort),
       LOG_LEVEL: 'warn',
+      ...variant,
     },
   })
   log(`Tessera (pid ${tessera.pid}) ready at ${tessera.url}`)
