@@ -11,6 +11,14 @@ import type { OAuthService } from './oauth.service.ts'
 const Token = Type.String({ minLength: 1, maxLength: 4096 })
 const ClientId = Type.String({ minLength: 1, maxLength: 256 })
 const ClientSecret = Type.String({ minLength: 1, maxLength: 512 })
+/** The body of revocation (RFC 7009 §2.1) and introspection (RFC 7662 §2.1) requests. */
+const TokenRequest = Type.Object({
+  token: Token,
+  token_type_hint: Type.Optional(Type.String({ maxLength: 64 })),
+  client_id: Type.Optional(ClientId),
+  client_secret: Type.Optional(ClientSecret),
+}, { additionalProperties: false })
+const OAuthErrors = { 400: oauthErrorRef, 401: oauthErrorRef, 413: oauthErrorRef, 415: oauthErrorRef, 503: oauthErrorRef }
 const BASIC = /^Basic +([A-Za-z0-9+/]+={0,2}) *$/i
 
 /** RFC 6749 §2.3.1: the id and secret are form-urlencoded before Basic encoding. */
@@ -72,7 +80,7 @@ export const oauthRoutes: FastifyPluginAsyncTypebox<{ oauth: OAuthService }> = a
         client_id: Type.Optional(ClientId),
         client_secret: Type.Optional(ClientSecret),
       }, { additionalProperties: false }),
-      response: { 200: tokenResponseRef, 400: oauthErrorRef, 401: oauthErrorRef, 413: oauthErrorRef, 415: oauthErrorRef, 503: oauthErrorRef },
+      response: { 200: tokenResponseRef, ...OAuthErrors },
     },
   }, async (request, reply) => {
     const body = request.body
@@ -102,13 +110,8 @@ export const oauthRoutes: FastifyPluginAsyncTypebox<{ oauth: OAuthService }> = a
       description: 'A user\'s refresh token (or access token) ends its session; a service client revokes its own access tokens, authenticated. Unknown or foreign tokens get the same 200.',
       consumes: ['application/x-www-form-urlencoded', 'application/json'],
       security: [{}, { clientBasic: [] }],
-      body: Type.Object({
-        token: Token,
-        token_type_hint: Type.Optional(Type.String({ maxLength: 64 })),
-        client_id: Type.Optional(ClientId),
-        client_secret: Type.Optional(ClientSecret),
-      }, { additionalProperties: false }),
-      response: { 200: Type.Null(), 400: oauthErrorRef, 401: oauthErrorRef, 413: oauthErrorRef, 415: oauthErrorRef, 503: oauthErrorRef },
+      body: TokenRequest,
+      response: { 200: Type.Null(), ...OAuthErrors },
     },
   }, async (request, reply) => {
     const credentials = clientCredentialsOf(request, request.body)
@@ -124,12 +127,7 @@ export const oauthRoutes: FastifyPluginAsyncTypebox<{ oauth: OAuthService }> = a
       description: 'For authenticated service clients. `active: true` only for a current, unrevoked access token issued to the caller or meant for one of its audiences; everything else is `{ "active": false }`.',
       consumes: ['application/x-www-form-urlencoded', 'application/json'],
       security: [{ clientBasic: [] }],
-      body: Type.Object({
-        token: Token,
-        token_type_hint: Type.Optional(Type.String({ maxLength: 64 })),
-        client_id: Type.Optional(ClientId),
-        client_secret: Type.Optional(ClientSecret),
-      }, { additionalProperties: false }),
+      body: TokenRequest,
       response: {
         200: Type.Object({
           active: Type.Boolean(), scope: Type.Optional(Type.String()), client_id: Type.Optional(Type.String()),
@@ -137,7 +135,7 @@ export const oauthRoutes: FastifyPluginAsyncTypebox<{ oauth: OAuthService }> = a
           sub: Type.Optional(Type.String()), aud: Type.Optional(Type.Union([Type.String(), Type.Array(Type.String())])),
           iss: Type.Optional(Type.String()), jti: Type.Optional(Type.String()), sid: Type.Optional(Type.String()),
         }),
-        400: oauthErrorRef, 401: oauthErrorRef, 413: oauthErrorRef, 415: oauthErrorRef, 503: oauthErrorRef,
+        ...OAuthErrors,
       },
     },
   }, async (request, reply) => {
