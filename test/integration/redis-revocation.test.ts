@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto'
 import { after, before, describe, it } from 'node:test'
 import { bearer, createTestApp, signUp, type TestApp } from '../helpers/app.ts'
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts'
+import { freePort } from '../helpers/process.ts'
 import { redisAvailable, startTestRedis, type TestRedis } from '../helpers/redis.ts'
 
 const availability = redisAvailable()
@@ -114,5 +115,25 @@ describe('revocation across instances with Redis', { skip: availability.ok ? fal
     await a.deps.keys.rotate()
     for (let i = 0; i < 100 && b.deps.keys.jwks().keys.length === before; i++) await new Promise((r) => setTimeout(r, 10))
     assert.equal(b.deps.keys.jwks().keys.length, before + 1)
+  })
+
+  it('starts and serves with Redis unreachable from the start, falling back to PostgreSQL polling', async () => {
+    const dead = `redis://127.0.0.1:${await freePort()}`
+    const c = await createTestApp({ db, env: { TESSERA_KEY_ENCRYPTION_KEY: a.config.keyEncryptionKey ?? '', REDIS_URL: dead, TESSERA_REVOCATION_POLL_MS: '200' } })
+    try {
+      assert.equal(c.deps.bus?.connected(), false)
+      const user = await signUp(c.app)
+      assert.equal((await c.app.inject({ method: 'POST', url: '/v1/auth/logout', headers: bearer(user.access_token) })).statusCode, 204)
+      assert.equal((await c.app.inject({ method: 'POST', url: '/v1/auth/logout', headers: bearer(user.access_token) })).statusCode, 401)
+      // A revocation made elsewhere reaches it through PostgreSQL.
+      const other = await signUp(a.app)
+      assert.equal((await c.app.inject({ method: 'GET', url: '/v1/me', headers: bearer(other.access_token) })).statusCode, 200)
+      await a.app.inject({ method: 'POST', url: '/v1/auth/logout', headers: bearer(other.access_token) })
+      const start = performance.now()
+      while (!c.deps.revocations.isSessionRevoked(sidOf(other.access_token)) && performance.now() - start < 2000) await new Promise((r) => setTimeout(r, 10))
+      assert.ok(c.deps.revocations.isSessionRevoked(sidOf(other.access_token)))
+    } finally {
+      await c.close()
+    }
   })
 })
