@@ -35,7 +35,8 @@ class UsageError extends Error {}
 /** Opens the configured database (starting the embedded one if need be), runs `fn`, closes everything. */
 async function withDatabase<T>(fn: (ctx: { db: Pool; config: Config; logger: Logger }) => Promise<T>): Promise<T> {
   const initial = loadConfigOrExit(process.env)
-  const logger = createLogger(initial.logLevel === 'info' ? 'warn' : initial.logLevel)
+  // Logs go to stderr: stdout carries the command's JSON output, so it can be piped.
+  const logger = createLogger(initial.logLevel === 'info' ? 'warn' : initial.logLevel, process.stderr)
   const { config, embedded } = await openDatabase(initial, logger)
   const db = createPool(config.database, logger, 'tessera-cli')
   try {

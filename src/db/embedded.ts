@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto'
 import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises'
 import path from 'node:path'
+import pg from 'pg'
 
 export interface EmbeddedDatabase {
   readonly url: string
@@ -32,6 +33,20 @@ async function readOrCreateSecret(file: string, create: () => string): Promise<{
   return { value, created: true }
 }
 
+async function canConnect(url: string): Promise<boolean> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 })
+  client.on('error', () => undefined)
+  try {
+    await client.connect()
+    await client.query('SELECT 1')
+    return true
+  } catch {
+    return false
+  } finally {
+    await client.end().catch(() => undefined)
+  }
+}
+
 export async function startEmbeddedPostgres(options: { dataDir: string; port: number; logger: EmbeddedLogger }): Promise<EmbeddedDatabase> {
   const { dataDir, port, logger } = options
   await mkdir(dataDir, { recursive: true, mode: 0o755 })
@@ -43,6 +58,13 @@ export async function startEmbeddedPostgres(options: { dataDir: string; port: nu
   const kek = await readOrCreateSecret(path.join(dataDir, 'key-encryption-key'), () => randomBytes(32).toString('base64'))
   if (kek.created) {
     logger.warn({ file: path.join(dataDir, 'key-encryption-key') }, 'generated a key-encryption key for embedded mode; back it up with the data directory (without it, signing keys cannot be decrypted)')
+  }
+  const url = `postgres://tessera:${encodeURIComponent(password.value)}@127.0.0.1:${port}/tessera`
+  // Another tessera process (the server, while an operator runs a CLI command) may already run this
+  // data directory's PostgreSQL: use it, and leave stopping it to its owner.
+  if ((await exists(path.join(pgDir, 'postmaster.pid'))) && (await canConnect(url))) {
+    logger.info({ dataDir: pgDir }, 'embedded PostgreSQL is already running (started by another tessera process): using it')
+    return { url, keyEncryptionKey: kek.value, dataDir: pgDir, stop: async () => undefined }
   }
   // Imported here so that production mode never loads it. On import it hooks SIGTERM/SIGINT to stop
   // PostgreSQL and exit at once; Tessera's own shutdown must run first (drain requests, close the pool),
@@ -82,7 +104,7 @@ export async function startEmbeddedPostgres(options: { dataDir: string; port: nu
     await client.end()
   }
   return {
-    url: `postgres://tessera:${encodeURIComponent(password.value)}@127.0.0.1:${port}/tessera`,
+    url,
     keyEncryptionKey: kek.value,
     dataDir: pgDir,
     stop: () => server.stop(),
