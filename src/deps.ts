@@ -55,7 +55,7 @@ export async function createDeps(config: Config, overrides: Overrides = {}) {
     onError: (err) => logger.warn({ err }, 'revocation poll failed; retrying'),
     onPropagated: (lagMs) => metrics.revocationPropagation.observe(lagMs / 1000),
   })
-  bus?.onReconnect(() => { revocations.refresh().catch((err: unknown) => logger.warn({ err }, 'revocation rebuild failed')) })
+  bus?.onReconnect(() => revocations.refresh().catch((err: unknown) => logger.warn({ err }, 'revocation rebuild failed')))
   bus?.onKeysChanged(() => { keys.reload().catch((err: unknown) => logger.warn({ err }, 'signing key reload failed')) })
   const accounts = createAccountsService({ db, clock, hasher, policy: config.passwords, revocations })
   const sessions = createSessionsService({

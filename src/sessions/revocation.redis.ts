@@ -23,7 +23,7 @@ export interface RedisBus extends RevocationBus {
   /** Tells every instance to re-read the signing keys. */
   publishKeysChanged(): void
   onKeysChanged(listener: () => void): void
-  onReconnect(listener: () => void): void
+  onReconnect(listener: () => Promise<void> | void): void
   readonly connected: () => boolean
   close(): Promise<void>
 }
@@ -42,7 +42,7 @@ export function createRedisBus(deps: { url: string; logger: Logger; metrics: Met
   const subscriber = new Redis(deps.url, { ...options, enableOfflineQueue: true })
   const revocationListeners: Array<(events: readonly RevocationEvent[]) => void> = []
   const keyListeners: Array<() => void> = []
-  const reconnectListeners: Array<() => void> = []
+  const reconnectListeners: Array<() => Promise<void> | void> = []
   let wasReady = false
   let up = false
 
@@ -50,15 +50,20 @@ export function createRedisBus(deps: { url: string; logger: Logger; metrics: Met
   for (const client of [publisher, subscriber]) {
     client.on('error', (err: Error) => logger.debug({ err: { message: err.message } }, 'redis error'))
   }
+  // "Connected" means propagation works again: subscribed, and (after an outage) the list rebuilt from
+  // PostgreSQL, so nothing revoked while Redis was away is missing.
   subscriber.on('ready', () => {
-    up = true
-    metrics.redisUp.set(1)
-    subscriber.subscribe(REVOCATION_CHANNEL, KEYS_CHANNEL).catch((err: unknown) => logger.warn({ err }, 'redis subscribe failed'))
-    if (wasReady) {
-      logger.info('redis is back: rebuilding revocations from PostgreSQL')
-      for (const listener of reconnectListeners) listener()
-    }
-    wasReady = true
+    subscriber.subscribe(REVOCATION_CHANNEL, KEYS_CHANNEL)
+      .then(async () => {
+        if (wasReady) {
+          logger.info('redis is back: rebuilding revocations from PostgreSQL')
+          await Promise.allSettled(reconnectListeners.map(async (listener) => { await listener() }))
+        }
+        wasReady = true
+        up = true
+        metrics.redisUp.set(1)
+      })
+      .catch((err: unknown) => logger.warn({ err }, 'redis subscribe failed'))
   })
   subscriber.on('close', () => {
     if (up) logger.warn('redis connection lost: revocations now reach other instances through PostgreSQL polling only')
