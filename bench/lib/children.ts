@@ -3,7 +3,6 @@
  * loopback port, waited on until ready, and always stopped (SIGTERM, then SIGKILL) by the cleanup.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { createServer } from 'node:net'
 
 export interface Child {
   readonly name: string
@@ -20,17 +19,7 @@ export interface Child {
 
 const running = new Set<Child>()
 
-/** A free loopback port (bound and released at once). */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address()
-      server.close(() => { resolve(typeof address === 'object' && address !== null ? address.port : 0) })
-    })
-  })
-}
+export { freePort } from '../../scripts/lib/free-port.ts'
 
 function waitForExit(proc: ChildProcess, ms: number): Promise<boolean> {
   if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve(true)

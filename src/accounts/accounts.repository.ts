@@ -48,12 +48,6 @@ export async function findBySession(db: Queryable, accountId: string, sessionId:
   return rows[0]
 }
 
-/** Locks the account row for the rest of the transaction (password change, deletion). */
-export async function findByIdForUpdate(db: Queryable, id: string): Promise<AccountRow | undefined> {
-  const { rows } = await db.query<AccountRow>('SELECT * FROM accounts WHERE id = $1 FOR UPDATE', [id])
-  return rows[0]
-}
-
 export async function updateDisplayName(db: Queryable, id: string, displayName: string | null, now: Date): Promise<AccountRow | undefined> {
   const { rows } = await db.query<AccountRow>(
     'UPDATE accounts SET display_name = $2, updated_at = $3 WHERE id = $1 RETURNING *',

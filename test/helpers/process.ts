@@ -4,8 +4,10 @@
  * nothing from the runner (DATABASE_URL, NODE_TEST_CONTEXT) leaks in.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { createServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
+import { freePort } from '../../scripts/lib/free-port.ts'
+
+export { freePort }
 
 export const repoRoot = fileURLToPath(new URL('../../', import.meta.url))
 
@@ -175,17 +177,6 @@ export async function startServer(env: Record<string, string>, options: { timeou
   return { ...proc, baseUrl, stop, kill }
 }
 
-/** A TCP port that was free a moment ago on 127.0.0.1. */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address()
-      server.close(() => resolve(typeof address === 'object' && address !== null ? address.port : 0))
-    })
-  })
-}
 
 /** Polls `check` until it returns true; rejects with `what` after `timeoutMs`. */
 export async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
