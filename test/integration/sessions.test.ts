@@ -120,6 +120,19 @@ describe('sessions: login, refresh rotation, reuse detection, logout', () => {
     assert.equal(await liveChildren(tokens.refresh_token), 1)
   })
 
+  it('records session use on refresh at minute precision', async () => {
+    const tokens = await signUp(t.app)
+    const lastUsed = async () => (await sql.query<{ last_used_at: Date }>(
+      'SELECT s.last_used_at FROM sessions s JOIN refresh_tokens rt ON rt.session_id = s.id WHERE rt.token_hash = $1', [hashToken(tokens.refresh_token)])).rows[0]?.last_used_at.getTime()
+    const atLogin = await lastUsed()
+    clock.advanceSeconds(5)
+    const soon = (await refresh(t.app, tokens.refresh_token)).json<Tokens>()
+    assert.equal(await lastUsed(), atLogin, 'within a minute: no write')
+    clock.advanceSeconds(300)
+    await refresh(t.app, soon.refresh_token)
+    assert.equal(await lastUsed(), clock.now().getTime(), 'later: the session shows its last use')
+  })
+
   it('ends a session after the idle timeout', async () => {
     const tokens = await signUp(t.app)
     clock.advanceSeconds(t.config.sessions.idleTtlSeconds + 1)
