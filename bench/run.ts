@@ -36,6 +36,7 @@ import { fileURLToPath } from 'node:url'
 import { argon2Side, pgRotationSide, stopBaselines, type Side } from './lib/baselines.ts'
 import { freePort, startChild, stopAllChildren, type Child } from './lib/children.ts'
 import { closedLoopSegment, stopClosedLoop, type ClosedLoopSpec } from './lib/closed-loop.ts'
+import pg from 'pg'
 import { createBenchDatabase, type BenchDatabase } from './lib/database.ts'
 import { runOpenLoop, stopOpenLoop, type OpenLoopResult, type OpenLoopWorkload } from './lib/open-loop.ts'
 import { cpuBetween, snapshot, speedProbe, type CpuUse } from './lib/machine.ts'
@@ -288,6 +289,9 @@ async function main(): Promise<void> {
       ...env,
       DATABASE_URL: database.url,
       TESSERA_KEY_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
+      // Messages stay in the database and no worker delivers them: the bench measures the API alone.
+      TESSERA_EMAIL_OUTBOX: 'true',
+      TESSERA_WORKER: 'separate',
       HOST: '127.0.0.1',
       PORT: String(tesseraPort),
       LOG_LEVEL: 'warn',
@@ -303,6 +307,10 @@ async function main(): Promise<void> {
     const res = await call(tessera.url, 'POST', '/v1/accounts', { email, password: PASSWORD })
     if (res.status !== 202) throw new Error(`seeding: register answered ${res.status}: ${JSON.stringify(res.json)}`)
   })
+  // Verification links are a flow of their own (tested in the suite); seeded accounts are verified directly.
+  const seedClient = new pg.Client({ connectionString: database.url })
+  await seedClient.connect()
+  await seedClient.query('UPDATE accounts SET email_verified_at = now() WHERE email_verified_at IS NULL').finally(() => seedClient.end())
   const accountSessions = await mapLimit(emails, 2 * cores, (email) => login(tessera.url, email))
   const needRefresh = settings.only.includes('refresh')
   const refreshSessions = needRefresh

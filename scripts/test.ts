@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import pg from 'pg'
 import { migrate } from '../src/db/migrator.ts'
+import { migrateQueueSchema } from '../src/jobs/jobs.queue.ts'
 import { freePort } from './lib/free-port.ts'
 
 
@@ -47,6 +48,7 @@ await admin.query(`CREATE DATABASE ${template}`)
 const templatePool = new pg.Pool({ connectionString: withDatabase(adminUrl, template), max: 2 })
 templatePool.on('error', () => undefined)
 await migrate(templatePool)
+await migrateQueueSchema(templatePool)
 await templatePool.end()
 
 const args = process.argv.slice(2)

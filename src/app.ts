@@ -10,6 +10,7 @@ import type { Plugin } from 'ajv'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import { accountsRoutes } from './accounts/accounts.routes.ts'
 import type { Deps } from './deps.ts'
+import { pagesRoutes } from './email/email.pages.ts'
 import { healthRoutes } from './health/health.routes.ts'
 import { createAuthenticate } from './http/authenticate.ts'
 import { registerErrorHandling, sendError } from './http/problem.ts'
@@ -17,6 +18,7 @@ import { requestIdFor } from './http/request-id.ts'
 import { OAuthErrorBody, Problem, TokenResponse } from './http/schemas.ts'
 import { keysRoutes } from './keys/keys.routes.ts'
 import { oauthRoutes } from './oauth/oauth.routes.ts'
+import { resetRoutes } from './passwords/reset.routes.ts'
 import { sessionsRoutes } from './sessions/sessions.routes.ts'
 
 export const API_VERSION = '0.1.0'
@@ -118,5 +120,7 @@ export async function buildApp(deps: Deps): Promise<FastifyInstance> {
   await app.register(accountsRoutes, { accounts: deps.accounts, authenticate })
   await app.register(sessionsRoutes, { sessions: deps.sessions, authenticate })
   await app.register(oauthRoutes, { oauth: deps.oauth })
+  await app.register(resetRoutes, { reset: deps.reset })
+  await app.register(pagesRoutes, { publicUrl: config.publicUrl, email: deps.email, accounts: deps.accounts, reset: deps.reset })
   return app
 }

@@ -12,7 +12,10 @@ import { systemClock } from './clock.ts'
 import type { Config } from './config.ts'
 import { createPool, type Pool } from './db/pool.ts'
 import { createLogger, type Logger } from './logger.ts'
-import { loadConfigOrExit, openDatabase, runMigrations, serve } from './main.ts'
+import { loadConfigOrExit, openDatabase, runMigrations, serve, work } from './main.ts'
+import * as emailRepository from './email/email.repository.ts'
+import type { EmailJob } from './email/email.service.ts'
+import { createJobQueue, QUEUES } from './jobs/jobs.queue.ts'
 
 const usage = `Usage: tessera <command> [options]
 
@@ -23,6 +26,11 @@ Commands:
                                 Create a service client; prints its secret once
   clients list                  List service clients
   clients disable ID            Disable a service client (its secret stops working)
+  worker                        Deliver queued email (no HTTP); for TESSERA_WORKER=separate
+  mail list [--to ADDRESS] [--limit N]
+                                Development outbox (no SMTP_URL): the messages "sent", newest first
+  jobs list                     Email queue: pending, oldest pending age, failing, dead letters
+  jobs retry JOB_ID... | --all  Send dead-lettered messages through the queue again
   keys list                     List signing keys and their state
   keys rotate                   Publish a new signing key now; it signs after one JWKS cache period
   keys revoke KID               Emergency: remove a key from the JWKS and from signing at once
@@ -115,6 +123,64 @@ async function keysCommand(args: string[]): Promise<void> {
   })
 }
 
+async function mailCommand(args: string[]): Promise<void> {
+  const { positionals, values } = parseArgs({ args, allowPositionals: true, options: { to: { type: 'string' }, limit: { type: 'string' } } })
+  if (positionals[0] !== 'list') throw new UsageError(`unknown mail action "${positionals[0] ?? ''}"`)
+  const limit = values.limit === undefined ? 20 : Number(values.limit)
+  if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new UsageError('--limit must be an integer from 1 to 1000')
+  await withDatabase(async ({ db, config }) => {
+    if (config.email.transport !== 'outbox') console.error('SMTP_URL is set: messages go to the mail server; this outbox only holds what was kept before.')
+    const rows = await emailRepository.listOutbox(db, limit, values.to?.trim().toLowerCase())
+    console.error('DEVELOPMENT MAIL OUTBOX: not for production. Set SMTP_URL to send real email.')
+    console.log(JSON.stringify(rows.map((r) => ({
+      message_id: r.message_id,
+      to: r.recipient,
+      subject: r.subject,
+      created_at: r.created_at,
+      links: r.text_body.match(/https?:\/\/\S+/g) ?? [],
+      text: r.text_body,
+    })), null, 2))
+  })
+}
+
+async function jobsCommand(args: string[]): Promise<void> {
+  const { positionals, values } = parseArgs({ args, allowPositionals: true, options: { all: { type: 'boolean' } } })
+  const action = positionals[0]
+  await withDatabase(async ({ db, config, logger }) => {
+    const queue = createJobQueue({ pool: db, logger, worker: config.worker })
+    await queue.start({ supervise: false })
+    try {
+      const dead = await queue.listDead<EmailJob>(QUEUES.email, 1000)
+      if (action === 'list') {
+        const stats = await emailRepository.deliveryStats(db, new Date())
+        const details = await Promise.all(dead.map(async (d) => {
+          const m = await emailRepository.findMessage(db, d.data.messageId, new Date())
+          return { job_id: d.id, message_id: d.data.messageId, kind: m?.kind ?? null, attempts: m?.attempts ?? null, failed_at: d.failedAt, error: d.error ?? m?.last_error ?? null }
+        }))
+        console.log(JSON.stringify({
+          queue: QUEUES.email,
+          pending: stats.pending,
+          oldest_pending_seconds: Math.round(stats.oldestPendingSeconds),
+          failing: stats.failing,
+          dead: details,
+        }, null, 2))
+      } else if (action === 'retry') {
+        const ids = values.all === true ? dead.map((d) => d.id) : positionals.slice(1)
+        if (ids.length === 0) throw new UsageError('jobs retry needs job ids (from `tessera jobs list`) or --all')
+        const unknown = ids.filter((id) => !dead.some((d) => d.id === id))
+        if (unknown.length > 0) throw new UsageError(`not in the dead-letter queue: ${unknown.join(', ')}`)
+        for (const d of dead.filter((x) => ids.includes(x.id))) await emailRepository.clearDead(db, d.data.messageId)
+        const moved = await queue.retryDead(QUEUES.email, ids)
+        console.log(JSON.stringify({ retried: moved }, null, 2))
+      } else {
+        throw new UsageError(`unknown jobs action "${action ?? ''}"`)
+      }
+    } finally {
+      await queue.stop({ graceful: false, timeoutMs: 1000 })
+    }
+  })
+}
+
 async function main(argv: string[]): Promise<void> {
   const command = argv[0] ?? 'serve'
   if (command === 'help' || command === '--help' || command === '-h') {
@@ -136,6 +202,15 @@ async function main(argv: string[]): Promise<void> {
       }
       return
     }
+    case 'worker':
+      await work(process.env)
+      return
+    case 'mail':
+      await mailCommand(argv.slice(1))
+      return
+    case 'jobs':
+      await jobsCommand(argv.slice(1))
+      return
     case 'clients':
       await clientsCommand(argv.slice(1))
       return

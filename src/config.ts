@@ -52,6 +52,25 @@ export const envSchema = Type.Object({
   TESSERA_SHUTDOWN_DELAY_MS: Type.Integer({ default: 0, minimum: 0, maximum: 120_000, description: 'After SIGTERM, keep serving (with readiness 503) this long so load balancers stop routing here before connections close.' }),
   TESSERA_SHUTDOWN_TIMEOUT_MS: Type.Integer({ default: 10_000, minimum: 100, maximum: 600_000, description: 'Longest time in-flight requests get to finish after shutdown starts.' }),
   TESSERA_REVOCATION_POLL_MS: Type.Integer({ default: 1000, minimum: 100, maximum: 60_000, description: 'How often each instance reads session revocations made by other instances from PostgreSQL (the cross-instance revocation bound without Redis).' }),
+  SMTP_URL: Type.Optional(Type.String({ pattern: '^smtps?://', description: 'Mail server: `smtps://user:pass@host:465` (TLS from the first byte) or `smtp://user:pass@host:587` (STARTTLS, required unless SMTP_REQUIRE_TLS=false). Required with `DATABASE_URL` unless TESSERA_EMAIL_OUTBOX=true.' })),
+  SMTP_FROM: Type.Optional(Type.String({ minLength: 3, maxLength: 320, pattern: '^[^\\r\\n]+$', description: 'The From of every message. Defaults to `Tessera <no-reply@HOST>`, HOST being the host of TESSERA_PUBLIC_URL.' })),
+  SMTP_REQUIRE_TLS: Type.Boolean({ default: true, description: 'With `smtp://`, refuse to send unless the server upgrades the connection with STARTTLS. Set false only for a relay on the same host or a test server.' }),
+  SMTP_TLS_REJECT_UNAUTHORIZED: Type.Boolean({ default: true, description: 'Verify the mail server\'s certificate. Set false only for a test server with a self-signed certificate.' }),
+  SMTP_TIMEOUT_MS: Type.Integer({ default: 30_000, minimum: 1000, maximum: 600_000, description: 'Longest wait for the mail server to connect, greet or answer a command; a hung server fails the attempt, which is retried later.' }),
+  TESSERA_EMAIL_OUTBOX: Type.Boolean({ default: false, description: 'Keep messages in the `mail_outbox` table (read them with `tessera mail list`) and log their links instead of sending them. DEVELOPMENT ONLY. It is the default in embedded mode when SMTP_URL is unset; with DATABASE_URL it must be asked for explicitly.' }),
+  TESSERA_EMAIL_TEMPLATES_DIR: Type.Optional(Type.String({ minLength: 1, description: 'Directory of template overrides: `<kind>.subject.txt`, `<kind>.txt`, `<kind>.html` for any message kind (see docs/email.md). Files missing there fall back to the built-in ones.' })),
+  TESSERA_REQUIRE_EMAIL_VERIFICATION: Type.Boolean({ default: true, description: 'An account whose address is not verified cannot log in (it learns that only after giving the right password).' }),
+  TESSERA_VERIFY_TOKEN_TTL_SECONDS: Type.Integer({ default: DAY, minimum: 300, maximum: 7 * DAY, description: 'Lifetime of an email-verification link.' }),
+  TESSERA_RESET_TOKEN_TTL_SECONDS: Type.Integer({ default: 3600, minimum: 300, maximum: DAY, description: 'Lifetime of a password-reset link.' }),
+  TESSERA_EMAIL_CHANGE_TOKEN_TTL_SECONDS: Type.Integer({ default: 3600, minimum: 300, maximum: DAY, description: 'Lifetime of the link that confirms a new email address.' }),
+  TESSERA_EMAIL_THROTTLE_SECONDS: Type.Integer({ default: 60, minimum: 0, maximum: 3600, description: 'Minimum time between two messages of one kind to one address, and to one account. A throttled message is not sent; the requester gets the same answer.' }),
+  TESSERA_EMAIL_THROTTLE_PER_HOUR: Type.Integer({ default: 5, minimum: 1, maximum: 1000, description: 'Most messages of one kind per address, and per account, in any hour.' }),
+  TESSERA_WORKER: Type.Union([Type.Literal('in-process'), Type.Literal('separate')], { default: 'in-process', description: '`in-process`: `tessera serve` also delivers queued email. `separate`: it only enqueues, and `tessera worker` processes deliver.' }),
+  TESSERA_WORKER_CONCURRENCY: Type.Integer({ default: 4, minimum: 1, maximum: 64, description: 'Messages one worker process delivers at once (a slow message never blocks the others).' }),
+  TESSERA_WORKER_POLL_MS: Type.Integer({ default: 1000, minimum: 500, maximum: 60_000, description: 'How often an idle worker looks for new jobs.' }),
+  TESSERA_EMAIL_MAX_ATTEMPTS: Type.Integer({ default: 12, minimum: 1, maximum: 100, description: 'Delivery attempts per message before it goes to the dead-letter queue (`tessera jobs list`, `tessera jobs retry`).' }),
+  TESSERA_EMAIL_RETRY_DELAY_SECONDS: Type.Integer({ default: 5, minimum: 1, maximum: 3600, description: 'Base of the exponential backoff between attempts: attempt n waits between ½ and 1 × base × 2ⁿ (random jitter), capped by TESSERA_EMAIL_RETRY_DELAY_MAX_SECONDS. The defaults keep retrying for about an hour.' }),
+  TESSERA_EMAIL_RETRY_DELAY_MAX_SECONDS: Type.Integer({ default: 900, minimum: 1, maximum: 86_400, description: 'Longest wait between two delivery attempts.' }),
 })
 
 export type Env = Static<typeof envSchema>
@@ -99,6 +118,23 @@ export interface Config {
     readonly absoluteTtlSeconds: number
     readonly refreshGraceSeconds: number
     readonly revocationPollMs: number
+  }
+  readonly email: {
+    /** `outbox`: development transport, messages stay in the database. */
+    readonly transport: 'smtp' | 'outbox'
+    readonly smtp: { readonly url: string | undefined; readonly from: string; readonly requireTls: boolean; readonly rejectUnauthorized: boolean; readonly timeoutMs: number }
+    readonly templatesDir: string | undefined
+    readonly requireVerification: boolean
+    readonly tokenTtlSeconds: { readonly verify_email: number; readonly reset_password: number; readonly change_email: number }
+    readonly throttle: { readonly minIntervalSeconds: number; readonly perHour: number }
+  }
+  readonly worker: {
+    readonly mode: Env['TESSERA_WORKER']
+    readonly concurrency: number
+    readonly pollMs: number
+    readonly maxAttempts: number
+    readonly retryDelaySeconds: number
+    readonly retryDelayMaxSeconds: number
   }
   readonly passwords: {
     readonly minLength: number
@@ -157,6 +193,12 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
   if (picked.DATABASE_URL !== undefined && picked.TESSERA_KEY_ENCRYPTION_KEY === undefined) {
     problems.push('TESSERA_KEY_ENCRYPTION_KEY is required when DATABASE_URL is set (generate one with `openssl rand -base64 32`)')
   }
+  if (picked.DATABASE_URL !== undefined && picked.SMTP_URL === undefined && (converted as Partial<Env>).TESSERA_EMAIL_OUTBOX !== true) {
+    problems.push('SMTP_URL is required when DATABASE_URL is set: Tessera will not run in production without a way to send email (TESSERA_EMAIL_OUTBOX=true keeps messages in the database, for development only)')
+  }
+  if (picked.SMTP_URL !== undefined && (converted as Partial<Env>).TESSERA_EMAIL_OUTBOX === true) {
+    problems.push('SMTP_URL and TESSERA_EMAIL_OUTBOX=true are both set: choose one transport')
+  }
   if (problems.length > 0) throw new ConfigError(problems)
   const e = converted as Env
 
@@ -168,6 +210,9 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
   }
   if (e.TESSERA_PASSWORD_MAX_LENGTH < e.TESSERA_PASSWORD_MIN_LENGTH) {
     problems.push('TESSERA_PASSWORD_MAX_LENGTH must be at least TESSERA_PASSWORD_MIN_LENGTH')
+  }
+  if (e.TESSERA_EMAIL_RETRY_DELAY_MAX_SECONDS < e.TESSERA_EMAIL_RETRY_DELAY_SECONDS) {
+    problems.push('TESSERA_EMAIL_RETRY_DELAY_MAX_SECONDS must be at least TESSERA_EMAIL_RETRY_DELAY_SECONDS')
   }
   if (problems.length > 0) throw new ConfigError(problems)
 
@@ -212,6 +257,32 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       absoluteTtlSeconds: e.TESSERA_REFRESH_ABSOLUTE_TTL_SECONDS,
       refreshGraceSeconds: e.TESSERA_REFRESH_GRACE_SECONDS,
       revocationPollMs: e.TESSERA_REVOCATION_POLL_MS,
+    },
+    email: {
+      transport: e.SMTP_URL === undefined ? 'outbox' : 'smtp',
+      smtp: {
+        url: e.SMTP_URL,
+        from: e.SMTP_FROM ?? `Tessera <no-reply@${new URL(publicUrl).hostname}>`,
+        requireTls: e.SMTP_REQUIRE_TLS,
+        rejectUnauthorized: e.SMTP_TLS_REJECT_UNAUTHORIZED,
+        timeoutMs: e.SMTP_TIMEOUT_MS,
+      },
+      templatesDir: e.TESSERA_EMAIL_TEMPLATES_DIR === undefined ? undefined : path.resolve(e.TESSERA_EMAIL_TEMPLATES_DIR),
+      requireVerification: e.TESSERA_REQUIRE_EMAIL_VERIFICATION,
+      tokenTtlSeconds: {
+        verify_email: e.TESSERA_VERIFY_TOKEN_TTL_SECONDS,
+        reset_password: e.TESSERA_RESET_TOKEN_TTL_SECONDS,
+        change_email: e.TESSERA_EMAIL_CHANGE_TOKEN_TTL_SECONDS,
+      },
+      throttle: { minIntervalSeconds: e.TESSERA_EMAIL_THROTTLE_SECONDS, perHour: e.TESSERA_EMAIL_THROTTLE_PER_HOUR },
+    },
+    worker: {
+      mode: e.TESSERA_WORKER,
+      concurrency: e.TESSERA_WORKER_CONCURRENCY,
+      pollMs: e.TESSERA_WORKER_POLL_MS,
+      maxAttempts: e.TESSERA_EMAIL_MAX_ATTEMPTS,
+      retryDelaySeconds: e.TESSERA_EMAIL_RETRY_DELAY_SECONDS,
+      retryDelayMaxSeconds: e.TESSERA_EMAIL_RETRY_DELAY_MAX_SECONDS,
     },
     passwords: {
       minLength: e.TESSERA_PASSWORD_MIN_LENGTH,

@@ -8,7 +8,11 @@ import { systemClock, type Clock } from './clock.ts'
 import type { Config } from './config.ts'
 import { readMigrations } from './db/migrator.ts'
 import { createPool, type Pool } from './db/pool.ts'
+import { createSmtpMailer } from './email/email.mailer.ts'
+import { createEmailService } from './email/email.service.ts'
+import { createTemplates } from './email/email.templates.ts'
 import { createHealth } from './health/health.ts'
+import { createJobQueue } from './jobs/jobs.queue.ts'
 import { deriveSecret } from './keys/keys.crypto.ts'
 import { createKeyStore } from './keys/keys.service.ts'
 import { createLogger, type Logger } from './logger.ts'
@@ -16,6 +20,7 @@ import { createOAuthService } from './oauth/oauth.service.ts'
 import { createMetrics } from './observability/metrics.ts'
 import { createRedisBus } from './sessions/revocation.redis.ts'
 import { createPasswordHasher, type PasswordHasher } from './passwords/passwords.hasher.ts'
+import { createResetService } from './passwords/reset.service.ts'
 import { createRevocationList } from './sessions/revocation.ts'
 import { createSessionsService } from './sessions/sessions.service.ts'
 import { createAccessTokens } from './tokens/access-tokens.ts'
@@ -57,11 +62,21 @@ export async function createDeps(config: Config, overrides: Overrides = {}) {
   })
   bus?.onReconnect(() => revocations.refresh().catch((err: unknown) => logger.warn({ err }, 'revocation rebuild failed')))
   bus?.onKeysChanged(() => { keys.reload().catch((err: unknown) => logger.warn({ err }, 'signing key reload failed')) })
-  const accounts = createAccountsService({ db, clock, hasher, policy: config.passwords, revocations })
+  const queue = createJobQueue({ pool: db, logger, worker: config.worker })
+  const smtp = config.email.transport === 'smtp' ? createSmtpMailer(config.email.smtp) : undefined
+  const email = createEmailService({
+    db, clock, queue, logger, metrics, smtp,
+    templates: createTemplates(config.email.templatesDir),
+    config,
+    tokenSecret: createSecretKey(deriveSecret(config.keyEncryptionKey, 'email-tokens')),
+  })
+  const accounts = createAccountsService({ db, clock, hasher, policy: config.passwords, revocations, email })
+  const reset = createResetService({ db, clock, hasher, policy: config.passwords, revocations, email })
   const sessions = createSessionsService({
     db, clock, hasher, accessTokens, revocations,
     sessions: config.sessions,
     passwordMaxBytes: config.passwords.maxBytes,
+    requireEmailVerification: config.email.requireVerification,
     refreshSecret: createSecretKey(deriveSecret(config.keyEncryptionKey, 'refresh-derivation')),
   })
   const clients = createClientsService({ db, clock })
@@ -69,13 +84,22 @@ export async function createDeps(config: Config, overrides: Overrides = {}) {
   const health = createHealth({ db, expectedVersion, timeoutMs: 2000 })
 
   return {
-    config, logger, clock, db, metrics, bus, hasher, keys, accessTokens, revocations, accounts, sessions, clients, oauth, health,
-    /** Loads what the hot paths keep in memory (keys, revocations). */
-    async start(): Promise<void> {
+    config, logger, clock, db, metrics, bus, hasher, keys, accessTokens, revocations, queue, email, accounts, reset, sessions, clients, oauth, health,
+    /**
+     * Loads what the hot paths keep in memory (keys, revocations) and connects the job queue. With
+     * `worker`, this process also delivers queued email.
+     */
+    async start(options: { worker: boolean } = { worker: false }): Promise<void> {
       await keys.init()
       await revocations.start()
+      await queue.start({ supervise: options.worker })
+      if (options.worker) await email.startWorker()
     },
+    /** Stops the worker after the attempts in progress (bounded by the shutdown timeout), then the rest. */
     async close(): Promise<void> {
+      email.stopWorker()
+      await queue.stop({ graceful: true, timeoutMs: config.http.shutdownTimeoutMs })
+      smtp?.close()
       revocations.stop()
       keys.close()
       await bus?.close()

@@ -8,6 +8,7 @@ import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.ts'
 import { migrate } from './db/migrator.ts'
 import { createPool } from './db/pool.ts'
 import { createDeps } from './deps.ts'
+import { migrateQueueSchema } from './jobs/jobs.queue.ts'
 import { createLogger, type Logger } from './logger.ts'
 
 /** Reads the config or prints every problem and exits (status 78, EX_CONFIG). */
@@ -34,12 +35,23 @@ export async function openDatabase(config: Config, logger: Logger): Promise<{ co
   return { config: withDatabaseUrl(config, embedded.url, embedded.keyEncryptionKey), embedded }
 }
 
+/** Advisory lock around every schema change a start-up makes (ours and pg-boss's). */
+const SCHEMA_LOCK_KEY = 0x7e55e7a1
+
 export async function runMigrations(config: Config, logger: Logger): Promise<void> {
   const pool = createPool(config.database, logger, 'tessera-migrate')
+  // pg-boss's installer races on CREATE SCHEMA when two processes start together: both steps run under
+  // one advisory lock of ours, held on a connection of its own.
+  const lock = await pool.connect()
   try {
+    await lock.query('SELECT pg_advisory_lock($1)', [SCHEMA_LOCK_KEY])
     const applied = await migrate(pool)
+    // The job queue's own schema (pgboss), installed and upgraded by pg-boss.
+    await migrateQueueSchema(pool)
     logger.info({ applied }, applied.length > 0 ? 'migrations applied' : 'database schema is up to date')
   } finally {
+    await lock.query('SELECT pg_advisory_unlock($1)', [SCHEMA_LOCK_KEY]).catch(() => undefined)
+    lock.release()
     await pool.end()
   }
 }
@@ -52,7 +64,7 @@ export async function serve(env: NodeJS.ProcessEnv): Promise<void> {
   try {
     if (config.database.migrateOnStart) await runMigrations(config, logger)
     const deps = await createDeps(config, { logger })
-    await deps.start()
+    await deps.start({ worker: config.worker.mode === 'in-process' })
     const app = await buildApp(deps)
     await app.listen({ host: config.http.host, port: config.http.port })
 
@@ -76,6 +88,39 @@ export async function serve(env: NodeJS.ProcessEnv): Promise<void> {
   } catch (err) {
     logger.fatal({ err }, 'start-up failed')
     await stopEmbedded()
+    process.exit(1)
+  }
+}
+
+/**
+ * Process entry for `tessera worker`: delivers queued email, serves no HTTP. Run it with
+ * TESSERA_WORKER=separate on the API processes. SIGTERM lets the attempts in progress finish (up to
+ * TESSERA_SHUTDOWN_TIMEOUT_MS); an attempt cut short is retried by another worker.
+ */
+export async function work(env: NodeJS.ProcessEnv): Promise<void> {
+  const initial = loadConfigOrExit(env)
+  const logger = createLogger(initial.logLevel)
+  const { config, embedded } = await openDatabase(initial, logger)
+  try {
+    if (config.database.migrateOnStart) await runMigrations(config, logger)
+    const deps = await createDeps(config, { logger })
+    await deps.start({ worker: true })
+    logger.info({ concurrency: config.worker.concurrency, transport: config.email.transport }, 'worker started')
+    let stopping = false
+    const shutdown = async (signal: string) => {
+      if (stopping) return
+      stopping = true
+      logger.info({ signal }, 'worker stopping: finishing the attempts in progress')
+      await deps.close()
+      await embedded?.stop()
+      logger.info('stopped')
+      process.exit(0)
+    }
+    process.once('SIGTERM', (s) => { void shutdown(s) })
+    process.once('SIGINT', (s) => { void shutdown(s) })
+  } catch (err) {
+    logger.fatal({ err }, 'start-up failed')
+    await embedded?.stop()
     process.exit(1)
   }
 }

@@ -91,3 +91,40 @@ export async function anonymise(db: Queryable, id: string, now: Date): Promise<v
   )
   await db.query('UPDATE sessions SET ip = NULL, user_agent = NULL WHERE account_id = $1', [id])
 }
+
+/** Locks the account row for the rest of the transaction (confirmations that change it). */
+export async function findByIdForUpdate(db: Queryable, id: string): Promise<AccountRow | undefined> {
+  const { rows } = await db.query<AccountRow>('SELECT * FROM accounts WHERE id = $1 FOR UPDATE', [id])
+  return rows[0]
+}
+
+export async function findById(db: Queryable, id: string): Promise<AccountRow | undefined> {
+  const { rows } = await db.query<AccountRow>('SELECT * FROM accounts WHERE id = $1', [id])
+  return rows[0]
+}
+
+/** Marks the address verified (keeps the first verification time). */
+export async function markEmailVerified(db: Queryable, id: string, now: Date): Promise<void> {
+  await db.query('UPDATE accounts SET email_verified_at = coalesce(email_verified_at, $2), updated_at = $2 WHERE id = $1', [id, now])
+}
+
+/**
+ * Sets a new, verified address.
+ * @throws the unique violation (23505) when another account took the address meanwhile.
+ */
+export async function changeEmail(db: Queryable, id: string, email: string, now: Date): Promise<void> {
+  await db.query('UPDATE accounts SET email = $2, email_verified_at = $3, updated_at = $3 WHERE id = $1', [id, email, now])
+}
+
+/**
+ * A password set through a reset link: the link proved control of the address, so the address is
+ * verified, and the failure count starts over.
+ */
+export async function resetPassword(db: Queryable, id: string, passwordHash: string, now: Date): Promise<void> {
+  await db.query(
+    `UPDATE accounts SET password_hash = $2, password_changed_at = $3, updated_at = $3,
+       email_verified_at = coalesce(email_verified_at, $3), failed_login_attempts = 0, locked_until = NULL
+     WHERE id = $1`,
+    [id, passwordHash, now],
+  )
+}

@@ -7,10 +7,13 @@ import { AppError } from '../errors.ts'
 import type { Principal } from '../http/authenticate.ts'
 import type { RequestContext } from '../http/context.ts'
 import type { PasswordHasher } from '../passwords/passwords.hasher.ts'
-import { checkPassword, normalizePassword, violationMessages } from '../passwords/passwords.policy.ts'
+import { isUniqueViolation } from '../db/errors.ts'
+import type { EmailService } from '../email/email.service.ts'
+import { enforcePasswordPolicy, normalizePassword } from '../passwords/passwords.policy.ts'
 import type { RevocationList } from '../sessions/revocation.ts'
 import * as sessionsRepository from '../sessions/sessions.repository.ts'
 import { canonicalEmail, localPart } from './accounts.email.ts'
+import * as emailRepository from '../email/email.repository.ts'
 import * as accountsRepository from './accounts.repository.ts'
 import type { AccountRow } from './accounts.repository.ts'
 
@@ -51,6 +54,7 @@ export interface AccountsServiceDeps {
   hasher: PasswordHasher
   policy: Config['passwords']
   revocations: RevocationList
+  email: EmailService
 }
 
 function actorOf(p: Principal): string {
@@ -58,7 +62,7 @@ function actorOf(p: Principal): string {
 }
 
 export function createAccountsService(deps: AccountsServiceDeps) {
-  const { db, clock, hasher, policy, revocations } = deps
+  const { db, clock, hasher, policy, revocations, email } = deps
 
   function parseEmail(input: string): string {
     const email = canonicalEmail(input)
@@ -68,17 +72,11 @@ export function createAccountsService(deps: AccountsServiceDeps) {
     return email
   }
 
-  function enforcePolicy(password: string, email: string, pointer: string): string {
-    const violations = checkPassword(password, policy, localPart(email))
-    if (violations.length > 0) {
-      throw new AppError('password_policy', violations.map((v) => violationMessages[v]).join(' '), {
-        violations,
-        errors: violations.map((v) => ({ pointer, detail: violationMessages[v] })),
-        min_length: policy.minLength,
-      })
-    }
-    return normalizePassword(password)
+  function enforcePolicy(password: string, address: string, pointer: string): string {
+    return enforcePasswordPolicy(password, policy, localPart(address), pointer)
   }
+
+  const invalidLink = () => new AppError('confirmation_invalid', 'The link is invalid, expired or already used. Ask for a new one.')
 
   /** Loads the caller's account, re-checking the session in the same primary-key read. */
   async function current(principal: Principal): Promise<AccountRow> {
@@ -95,18 +93,27 @@ export function createAccountsService(deps: AccountsServiceDeps) {
 
   return {
     /**
-     * Registers an account. The outcome is not revealed: the same answer whether or not the address
-     * already has an account, and the same work (one hash) either way.
+     * Registers an account and queues its verification message, in one transaction. The outcome is not
+     * revealed: the same answer whether or not the address already has an account, and the same work
+     * (one hash) either way; an existing account's owner gets a notice instead (throttled).
      * @throws AppError `validation_failed` (email grammar), `password_policy`, `overloaded`.
      */
     async registerAccount(input: { email: string; password: string; displayName?: string | undefined }, ctx: RequestContext): Promise<void> {
-      const email = parseEmail(input.email)
-      const password = enforcePolicy(input.password, email, '/password')
+      const address = parseEmail(input.email)
+      const password = enforcePolicy(input.password, address, '/password')
       const passwordHash = await hasher.hash(password)
       const now = clock.now()
       const id = randomUUID()
       await withTransaction(db, async (tx) => {
-        const created = await accountsRepository.insertIfAbsent(tx, { id, email, passwordHash, displayName: input.displayName ?? null, now })
+        const created = await accountsRepository.insertIfAbsent(tx, { id, email: address, passwordHash, displayName: input.displayName ?? null, now })
+        if (created) {
+          await email.queueMessage(tx, { kind: 'verify_email', accountId: id, to: address, token: { email: address } })
+        } else {
+          const owner = await accountsRepository.findByEmail(tx, address)
+          if (owner !== undefined && owner.status === 'active') {
+            await email.queueMessage(tx, { kind: 'registration_attempt', accountId: owner.id, to: owner.email })
+          }
+        }
         await audit.insertEvent(tx, {
           type: created ? 'account.registered' : 'account.registration_duplicate',
           accountId: created ? id : null,
@@ -148,7 +155,9 @@ export function createAccountsService(deps: AccountsServiceDeps) {
       const revoked = await withTransaction(db, async (tx) => {
         await accountsRepository.updatePassword(tx, account.id, passwordHash, now)
         const ids = await sessionsRepository.revokeAccountSessions(tx, account.id, 'password_changed', now, principal.sessionId)
+        await email.revokeTokens(tx, account.id)
         await audit.insertEvent(tx, { type: 'password.changed', accountId: account.id, actor: actorOf(principal), ...ctx, data: { sessions_revoked: ids.length }, occurredAt: now })
+        await email.queueMessage(tx, { kind: 'password_changed', accountId: account.id, to: account.email })
         return ids
       })
       revocations.addSessions(revoked)
@@ -167,11 +176,92 @@ export function createAccountsService(deps: AccountsServiceDeps) {
       const now = clock.now()
       const revoked = await withTransaction(db, async (tx) => {
         const ids = await sessionsRepository.revokeAccountSessions(tx, account.id, 'account_deleted', now)
+        await emailRepository.forgetAccount(tx, account.id)
         await accountsRepository.anonymise(tx, account.id, now)
         await audit.insertEvent(tx, { type: 'account.deleted', accountId: account.id, actor: actorOf(principal), ...ctx, data: { sessions_revoked: ids.length }, occurredAt: now })
         return ids
       })
       revocations.addSessions(revoked)
+    },
+    /**
+     * Sends a new verification link to an unverified account. Unknown and verified addresses get
+     * nothing, and neither does a throttled request; the caller gets the same answer in every case.
+     */
+    async requestEmailVerification(input: { email: string }, ctx: RequestContext): Promise<void> {
+      const address = canonicalEmail(input.email)
+      if (address === undefined) return
+      const account = await accountsRepository.findByEmail(db, address)
+      if (account === undefined || account.status !== 'active' || account.email_verified_at !== null) return
+      await withTransaction(db, async (tx) => {
+        const queued = await email.queueMessage(tx, { kind: 'verify_email', accountId: account.id, to: account.email, token: { email: account.email } })
+        await audit.insertEvent(tx, { type: 'email.verification_requested', accountId: account.id, actor: 'anonymous', ...ctx, data: { queued }, occurredAt: clock.now() })
+      })
+    },
+
+    /**
+     * Verifies the address a verification link was sent to. The token must still match the account's
+     * current address (a link for an old address does nothing).
+     * @throws AppError `confirmation_invalid`.
+     */
+    async confirmEmailVerification(input: { token: string }, ctx: RequestContext): Promise<void> {
+      await withTransaction(db, async (tx) => {
+        const token = await email.consumeToken(tx, input.token, 'verify_email')
+        if (token === undefined) throw invalidLink()
+        const account = await accountsRepository.findByIdForUpdate(tx, token.account_id)
+        if (account === undefined || account.status !== 'active' || account.email !== token.email) throw invalidLink()
+        const now = clock.now()
+        await accountsRepository.markEmailVerified(tx, account.id, now)
+        await audit.insertEvent(tx, { type: 'email.verified', accountId: account.id, actor: `account:${account.id}`, ...ctx, occurredAt: now })
+      })
+    },
+
+    /**
+     * Starts an email change: checks the password, sends a confirmation link to the new address and a
+     * notice to the current one. Nothing changes until the link is used. An address already taken gets
+     * no message, and the caller the same answer.
+     * @throws AppError `current_password_invalid`, `validation_failed`.
+     */
+    async requestEmailChange(principal: Principal, input: { newEmail: string; password: string }, ctx: RequestContext): Promise<void> {
+      const account = await current(principal)
+      await requirePassword(account, input.password)
+      const address = canonicalEmail(input.newEmail)
+      if (address === undefined) {
+        throw new AppError('validation_failed', 'The email address is not valid.', { errors: [{ pointer: '/new_email', detail: 'is not a valid email address' }] })
+      }
+      if (address === account.email) {
+        throw new AppError('validation_failed', 'This is already the address of the account.', { errors: [{ pointer: '/new_email', detail: 'is the current address' }] })
+      }
+      await withTransaction(db, async (tx) => {
+        const taken = await accountsRepository.findByEmail(tx, address)
+        const queued = taken === undefined
+          ? await email.queueMessage(tx, { kind: 'email_change_confirm', accountId: account.id, to: address, token: { email: address } })
+          : false
+        await email.queueMessage(tx, { kind: 'email_change_notice', accountId: account.id, to: account.email })
+        await audit.insertEvent(tx, { type: 'email.change_requested', accountId: account.id, actor: actorOf(principal), ...ctx, data: { queued }, occurredAt: clock.now() })
+      })
+    },
+
+    /**
+     * Completes an email change from the link sent to the new address: the address changes and is
+     * verified, and every other outstanding link of the account dies.
+     * @throws AppError `confirmation_invalid`, `email_taken` (another account took the address meanwhile).
+     */
+    async confirmEmailChange(input: { token: string }, ctx: RequestContext): Promise<void> {
+      try {
+        await withTransaction(db, async (tx) => {
+          const token = await email.consumeToken(tx, input.token, 'change_email')
+          if (token === undefined) throw invalidLink()
+          const account = await accountsRepository.findByIdForUpdate(tx, token.account_id)
+          if (account === undefined || account.status !== 'active') throw invalidLink()
+          const now = clock.now()
+          await accountsRepository.changeEmail(tx, account.id, token.email, now)
+          await email.revokeTokens(tx, account.id)
+          await audit.insertEvent(tx, { type: 'email.changed', accountId: account.id, actor: `account:${account.id}`, ...ctx, occurredAt: now })
+        })
+      } catch (err) {
+        if (isUniqueViolation(err)) throw new AppError('email_taken', 'Another account now uses this address; the change was not made.')
+        throw err
+      }
     },
   }
 }

@@ -52,3 +52,12 @@ export function problemResponses(...statuses: number[]): Record<number, { descri
 
 export const Password = Type.String({ minLength: 1, maxLength: 4096, description: 'Checked in code points after NFKC; never trimmed or truncated.' })
 export const Email = Type.String({ minLength: 3, maxLength: 512, description: 'Canonicalised: trimmed, NFKC, lower-cased (see docs/api.md for the grammar).' })
+
+/** The answer of requests whose outcome must not be revealed (registration, reset, resend). */
+export const Accepted = Type.Object({
+  status: Type.Literal('accepted'),
+  message: Type.String(),
+})
+
+/** A one-time token from an email link; its shape is checked by the service (a bad one is `confirmation_invalid`). */
+export const EmailToken = Type.String({ minLength: 1, maxLength: 256, description: 'The `token` parameter of the link in the message.' })

@@ -26,6 +26,33 @@ export function createMetrics() {
       labelNames: ['result'] as const,
       registers: [registry],
     }),
+    emailMessages: new Counter({
+      name: 'tessera_email_messages_total',
+      help: 'Messages asked for, by kind and result (queued, or throttled: not sent, same answer to the requester).',
+      labelNames: ['kind', 'result'] as const,
+      registers: [registry],
+    }),
+    emailDeliveries: new Counter({
+      name: 'tessera_email_delivery_attempts_total',
+      help: 'Delivery attempts by this process, by result: delivered, failed (will be retried), dead (dead-lettered), skipped (link no longer usable).',
+      labelNames: ['result'] as const,
+      registers: [registry],
+    }),
+    emailQueueDepth: new Gauge({
+      name: 'tessera_email_queue_depth',
+      help: 'Messages waiting for delivery (not delivered, skipped or dead), refreshed on an interval by workers.',
+      registers: [registry],
+    }),
+    emailOldestPendingSeconds: new Gauge({
+      name: 'tessera_email_oldest_pending_seconds',
+      help: 'Age of the oldest message waiting for delivery.',
+      registers: [registry],
+    }),
+    emailDeadLetters: new Gauge({
+      name: 'tessera_email_dead_letters',
+      help: 'Messages whose every attempt failed, waiting in the dead-letter queue (`tessera jobs retry`).',
+      registers: [registry],
+    }),
   }
 }
 

@@ -3,6 +3,7 @@
  * composition rules, no truncation, a byte cap before hashing, and a list of common passwords.
  */
 import { dictionary } from '@zxcvbn-ts/language-common'
+import { AppError } from '../errors.ts'
 
 export interface PasswordPolicy {
   readonly minLength: number
@@ -66,4 +67,20 @@ export const violationMessages: Record<PasswordViolation, string> = {
   common: 'The password is too common.',
   contains_email: 'The password must not contain the email address.',
   repetitive: 'The password must not be a short sequence repeated.',
+}
+
+/**
+ * Checks `password` against the policy and returns its normalised form (what gets hashed).
+ * @throws AppError `password_policy`, listing every violation with `pointer` (the request field).
+ */
+export function enforcePasswordPolicy(password: string, policy: PasswordPolicy, emailLocalPart: string, pointer: string): string {
+  const violations = checkPassword(password, policy, emailLocalPart)
+  if (violations.length > 0) {
+    throw new AppError('password_policy', violations.map((v) => violationMessages[v]).join(' '), {
+      violations,
+      errors: violations.map((v) => ({ pointer, detail: violationMessages[v] })),
+      min_length: policy.minLength,
+    })
+  }
+  return normalizePassword(password)
 }

@@ -44,6 +44,8 @@ export interface SessionsServiceDeps {
   revocations: RevocationList
   sessions: Config['sessions']
   passwordMaxBytes: number
+  /** TESSERA_REQUIRE_EMAIL_VERIFICATION: an unverified account gets `email_not_verified`, after a correct password only. */
+  requireEmailVerification: boolean
   /** HMAC key that derives a refresh token's child from the token itself (see refresh-tokens.ts). */
   refreshSecret: KeyObject
 }
@@ -88,7 +90,7 @@ export function createSessionsService(deps: SessionsServiceDeps) {
      * Password login: a new session and its first token pair. Every failure is the same
      * `invalid_credentials` after the same work (a dummy hash for unknown accounts), so the answer
      * does not reveal whether the address has an account.
-     * @throws AppError `invalid_credentials`, `overloaded`.
+     * @throws AppError `invalid_credentials`, `email_not_verified` (correct password only), `overloaded`.
      */
     async login(input: { email: string; password: string }, ctx: RequestContext): Promise<TokenPair> {
       const email = canonicalEmail(input.email)
@@ -108,6 +110,10 @@ export function createSessionsService(deps: SessionsServiceDeps) {
           await audit.insertEvent(tx, { type: 'login.failed', accountId: account.id, actor: 'anonymous', ...ctx, data: { reason }, occurredAt: clock.now() })
         })
         throw invalidCredentials()
+      }
+      if (deps.requireEmailVerification && account.email_verified_at === null) {
+        await audit.insertEvent(db, { type: 'login.failed', accountId: account.id, actor: 'anonymous', ...ctx, data: { reason: 'email_not_verified' }, occurredAt: clock.now() })
+        throw new AppError('email_not_verified', 'Verify your email address before signing in: follow the link we sent, or ask for a new one.')
       }
       const rehash = needsRehash ? await hasher.hash(password) : null
       const now = clock.now()

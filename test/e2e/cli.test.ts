@@ -18,6 +18,7 @@ describe('tessera CLI: clients and keys', () => {
     env = {
       DATABASE_URL: db.url,
       TESSERA_KEY_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
+      TESSERA_EMAIL_OUTBOX: 'true',
       TESSERA_PUBLIC_URL: 'http://tessera.e2e',
       TESSERA_ARGON2_MEMORY_KIB: '1024',
       TESSERA_ARGON2_TIME_COST: '1',

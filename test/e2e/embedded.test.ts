@@ -10,7 +10,7 @@ import path from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose'
 import { CHEAP_HASHING, uniqueEmail } from '../helpers/app.ts'
-import { freePort, startServer, type ServerProcess } from '../helpers/process.ts'
+import { freePort, runCli, startServer, waitFor, type ServerProcess } from '../helpers/process.ts'
 
 const PUBLIC_URL = 'http://tessera.embedded.e2e'
 const START_TIMEOUT_MS = 120_000
@@ -90,6 +90,37 @@ describe('embedded mode (npm start without DATABASE_URL)', () => {
     assert.ok(server.logLines().some((l) => l.level === 'warn' && /generated a key-encryption key/.test(String(l.msg))), 'the first start says it generated a key-encryption key')
 
     assert.equal((await postJson(base, '/v1/accounts', { email, password })).status, 202)
+    const unverified = await postJson(base, '/v1/auth/login', { email, password })
+    assert.equal(unverified.status, 403)
+    assert.equal(((await unverified.json()) as { code: string }).code, 'email_not_verified')
+
+    // The in-process worker puts the message in the development outbox and logs it, loudly labelled.
+    await waitFor('the verification message', () => server?.logLines().some((l) => String(l.msg).includes('DEVELOPMENT MAIL OUTBOX')) ?? false, 30_000)
+    const listed = await runCli(['mail', 'list', '--to', email], env)
+    assert.equal(listed.code, 0, listed.stderr)
+    assert.match(listed.stderr, /not for production/i)
+    const [message] = JSON.parse(listed.stdout) as Array<{ subject: string; links: string[] }>
+    assert.equal(message?.subject, 'Confirm your email address')
+    const link = new URL(message.links[0] ?? '')
+    assert.equal(link.origin, PUBLIC_URL, 'links are built from TESSERA_PUBLIC_URL')
+    // Opening the link renders a page and uses nothing (a mail scanner's prefetch is harmless)...
+    for (let i = 0; i < 2; i++) {
+      const page = await fetch(new URL(link.pathname + link.search, base))
+      assert.equal(page.status, 200)
+      assert.match(page.headers.get('content-type') ?? '', /text\/html/)
+      assert.equal(page.headers.get('cache-control'), 'no-store')
+      assert.equal(page.headers.get('referrer-policy'), 'no-referrer')
+      assert.match(await page.text(), /<form method="post"/)
+    }
+    // ...and only the page's POST verifies the address.
+    const confirmed = await fetch(new URL(link.pathname, base), {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token: link.searchParams.get('token') ?? '' }),
+    })
+    assert.equal(confirmed.status, 200)
+    assert.match(await confirmed.text(), /Address confirmed/)
+
     const login = await postJson(base, '/v1/auth/login', { email, password })
     assert.equal(login.status, 200)
     const tokens = await login.json() as Tokens

@@ -11,7 +11,7 @@ import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose'
 import pg from 'pg'
 import { readMigrations } from '../../src/db/migrator.ts'
 import { CHEAP_HASHING, uniqueEmail } from '../helpers/app.ts'
-import { createTestDatabase, type TestDatabase } from '../helpers/db.ts'
+import { createTestDatabase, testPool, type TestDatabase } from '../helpers/db.ts'
 import { runCli, startServer, waitFor, type ServerProcess } from '../helpers/process.ts'
 
 const PUBLIC_URL = 'http://tessera.e2e'
@@ -31,6 +31,7 @@ function serverEnv(db: TestDatabase, env: Record<string, string> = {}): Record<s
   return {
     DATABASE_URL: db.url,
     TESSERA_KEY_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
+    TESSERA_EMAIL_OUTBOX: 'true',
     TESSERA_PUBLIC_URL: PUBLIC_URL,
     PORT: '0',
     LOG_LEVEL: 'info',
@@ -90,6 +91,27 @@ function slowPost(base: string, route: string, body: string): { sendRest(): void
   return { sendRest: () => { req.end(body.slice(10)) }, response, agent }
 }
 
+/**
+ * Waits for the in-process worker to put the verification message in the outbox, then uses its token
+ * through the API. (The tokens of email links are logged by the development outbox, by design.)
+ */
+async function verifyByEmail(databaseUrl: string, http: ReturnType<typeof client>, email: string): Promise<void> {
+  const sql = testPool(databaseUrl, 1)
+  try {
+    let token: string | null = null
+    await waitFor(`the verification message to ${email}`, async () => {
+      const { rows } = await sql.query<{ text_body: string }>("SELECT text_body FROM mail_outbox WHERE recipient = $1 AND subject LIKE 'Confirm%'", [email])
+      const link = /https?:\/\/\S+/.exec(rows[0]?.text_body ?? '')?.[0]
+      token = link === undefined ? null : new URL(link).searchParams.get('token')
+      return token !== null
+    }, 20_000)
+    const res = await http.json('/v1/email-verification/confirm', { token })
+    assert.equal(res.status, 204, await res.clone().text())
+  } finally {
+    await sql.end()
+  }
+}
+
 function bearer(token: string): { authorization: string } {
   return { authorization: `Bearer ${token}` }
 }
@@ -106,6 +128,7 @@ describe('tessera serve over HTTP', () => {
     secrets.add(password)
     const reg = await http.json('/v1/accounts', { email, password })
     assert.equal(reg.status, 202, await reg.clone().text())
+    await verifyByEmail(db.url, http, email)
     const res = await http.json('/v1/auth/login', { email, password })
     assert.equal(res.status, 200, await res.clone().text())
     const tokens = await res.json() as Tokens
@@ -131,6 +154,7 @@ describe('tessera serve over HTTP', () => {
     const reg = await http.json('/v1/accounts', { email, password, display_name: 'Ada' })
     assert.equal(reg.status, 202)
     assert.equal((await reg.json() as { status: string }).status, 'accepted')
+    await verifyByEmail(db.url, http, email)
 
     const login = await http.json('/v1/auth/login', { email, password })
     assert.equal(login.status, 200)
@@ -234,6 +258,7 @@ describe('tessera serve over HTTP', () => {
     const email = uniqueEmail('traced')
     const registerId = id()
     await traced(registerId, () => http.json('/v1/accounts', { email, password }, { 'x-request-id': registerId }))
+    await verifyByEmail(db.url, http, email)
     const loginId = id()
     const login = await fetch(new URL('/v1/auth/login', server.baseUrl), { method: 'POST', headers: { 'content-type': 'application/json', 'x-request-id': loginId }, body: JSON.stringify({ email, password }) })
     const loginTokens = await login.json() as Tokens
@@ -329,6 +354,7 @@ describe('graceful shutdown under load', () => {
     const email = uniqueEmail('drain')
     const password = newPassword()
     assert.equal((await http.json('/v1/accounts', { email, password })).status, 202)
+    await verifyByEmail(db.url, http, email)
     const tokens = await (await http.json('/v1/auth/login', { email, password })).json() as Tokens
 
     interface Outcome { path: string; sentAt: number; receivedAt: number; status?: number; error?: string }
@@ -432,7 +458,7 @@ describe('start-up with an invalid configuration', () => {
 
 describe('tessera migrate', () => {
   const created: TestDatabase[] = []
-  const migrateEnv = (db: TestDatabase) => ({ DATABASE_URL: db.url, TESSERA_KEY_ENCRYPTION_KEY: randomBytes(32).toString('base64'), LOG_LEVEL: 'info' })
+  const migrateEnv = (db: TestDatabase) => ({ DATABASE_URL: db.url, TESSERA_KEY_ENCRYPTION_KEY: randomBytes(32).toString('base64'), TESSERA_EMAIL_OUTBOX: 'true', LOG_LEVEL: 'info' })
 
   after(async () => {
     for (const db of created) await db.drop()

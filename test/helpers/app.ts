@@ -21,10 +21,14 @@ export function testConfig(url: string, env: Record<string, string> = {}): Confi
     TESSERA_KEY_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
     TESSERA_PUBLIC_URL: 'http://tessera.test',
     LOG_LEVEL: 'silent',
+    // The outbox is the tests' recording mailer; the SMTP tests set SMTP_URL (and unset this) themselves.
+    TESSERA_EMAIL_OUTBOX: 'true',
     ...CHEAP_HASHING,
     ...env,
   })
 }
+
+const depsByApp = new WeakMap<FastifyInstance, Deps>()
 
 export interface TestApp {
   readonly app: FastifyInstance
@@ -41,6 +45,7 @@ export async function createTestApp(options: { clock?: Clock; env?: Record<strin
   await deps.start()
   const app = await buildApp(deps)
   await app.ready()
+  depsByApp.set(app, deps)
   return {
     app, deps, db, config,
     async close() {
@@ -76,10 +81,60 @@ export async function login(app: FastifyInstance, email: string, password = VALI
   return res.json<Tokens>()
 }
 
-/** Registers and logs in a fresh account. */
-export async function signUp(app: FastifyInstance, email = uniqueEmail()): Promise<Tokens & { email: string }> {
-  const res = await register(app, email)
+/**
+ * Delivers every queued message now, through the real job handler, without a worker process: with the
+ * outbox transport the messages land in `mail_outbox`. Returns how many were handled.
+ */
+export async function deliverQueued(app: FastifyInstance): Promise<number> {
+  const deps = depsByApp.get(app)
+  if (deps === undefined) throw new Error('deliverQueued: not an app from createTestApp')
+  const { rows } = await deps.db.query<{ id: string }>('SELECT id FROM email_messages WHERE delivered_at IS NULL AND skipped_at IS NULL AND dead_at IS NULL ORDER BY created_at')
+  for (const { id } of rows) await deps.email.deliver({ id, data: { messageId: id }, attempt: 1, lastAttempt: false })
+  return rows.length
+}
+
+export interface OutboxMessage { recipient: string; subject: string; text: string; html: string; links: string[] }
+
+/** Messages in the development outbox for `to`, newest first (after delivering what is queued). */
+export async function inbox(app: FastifyInstance, to: string): Promise<OutboxMessage[]> {
+  await deliverQueued(app)
+  const deps = depsByApp.get(app) as Deps
+  const { rows } = await deps.db.query<{ recipient: string; subject: string; text_body: string; html_body: string }>(
+    'SELECT recipient, subject, text_body, html_body FROM mail_outbox WHERE recipient = $1 ORDER BY created_at DESC, message_id',
+    [to.toLowerCase()],
+  )
+  return rows.map((r) => ({ recipient: r.recipient, subject: r.subject, text: r.text_body, html: r.html_body, links: r.text_body.match(/https?:\/\/\S+/g) ?? [] }))
+}
+
+/** The token of the newest link to `path` (e.g. '/verify-email') sent to `to`. */
+export async function tokenFromInbox(app: FastifyInstance, to: string, path: string): Promise<string> {
+  for (const message of await inbox(app, to)) {
+    for (const link of message.links) {
+      const url = new URL(link)
+      const token = url.searchParams.get('token')
+      if (url.pathname === path && token !== null) return token
+    }
+  }
+  throw new Error(`no ${path} link in the outbox for ${to}`)
+}
+
+/** Follows the verification link sent to `email`, through the API. */
+export async function verifyEmail(app: FastifyInstance, email: string): Promise<void> {
+  const token = await tokenFromInbox(app, email, '/verify-email')
+  const res = await app.inject({ method: 'POST', url: '/v1/email-verification/confirm', payload: { token } })
+  if (res.statusCode !== 204) throw new Error(`verification failed: ${res.statusCode} ${res.body}`)
+}
+
+/** Registers an account and verifies its address, as its owner would. */
+export async function registerVerified(app: FastifyInstance, email: string, password = VALID_PASSWORD): Promise<void> {
+  const res = await register(app, email, password)
   if (res.statusCode !== 202) throw new Error(`register failed: ${res.statusCode} ${res.body}`)
+  await verifyEmail(app, email)
+}
+
+/** Registers, verifies and logs in a fresh account. */
+export async function signUp(app: FastifyInstance, email = uniqueEmail()): Promise<Tokens & { email: string }> {
+  await registerVerified(app, email)
   return { ...(await login(app, email)), email }
 }
 

@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test'
 import type pg from 'pg'
 import { testPool } from '../helpers/db.ts'
 import { invariants, violatedInvariants } from '../helpers/invariants.ts'
-import { bearer, createTestApp, login, refresh, register, signUp, uniqueEmail, VALID_PASSWORD, type TestApp } from '../helpers/app.ts'
+import { bearer, createTestApp, login, refresh, register, registerVerified, signUp, inbox, verifyEmail, type TestApp, uniqueEmail, VALID_PASSWORD } from '../helpers/app.ts'
 
 describe('accounts: register, profile, password change, deletion', () => {
   let t: TestApp
@@ -30,7 +30,10 @@ describe('accounts: register, profile, password change, deletion', () => {
     const pick = (h: Record<string, unknown>) => ({ type: h['content-type'], cache: h['cache-control'], length: h['content-length'] })
     assert.deepEqual(pick(first.headers), pick(second.headers))
     assert.equal(await count('SELECT count(*)::int AS n FROM accounts WHERE email = $1', [email]), 1)
-    // The first password still works; the second attempt changed nothing.
+    // The owner learns of the attempt by email; the first password still works, nothing changed.
+    const subjects = (await inbox(t.app, email)).map((m) => m.subject)
+    assert.deepEqual(subjects.sort(), ['Confirm your email address', 'Someone tried to create an account with your address'])
+    await verifyEmail(t.app, email)
     await login(t.app, email)
   })
 
@@ -69,7 +72,7 @@ describe('accounts: register, profile, password change, deletion', () => {
 
   it('stores argon2id hashes, never the password', async () => {
     const email = uniqueEmail()
-    await register(t.app, email)
+    await registerVerified(t.app, email)
     const { rows } = await sql.query<{ password_hash: string }>('SELECT password_hash FROM accounts WHERE email = $1', [email])
     assert.match(rows[0]?.password_hash ?? '', /^\$argon2id\$/)
     assert.ok(!JSON.stringify(rows).includes(VALID_PASSWORD))
@@ -82,7 +85,7 @@ describe('accounts: register, profile, password change, deletion', () => {
     assert.equal(res.headers['cache-control'], 'no-store')
     const me = res.json<Record<string, unknown>>()
     assert.equal(me.email, tokens.email)
-    assert.equal(me.email_verified, false)
+    assert.equal(me.email_verified, true)
     for (const key of ['last_login_at', 'last_login_ip', 'failed_login_attempts', 'locked_until', 'password_changed_at']) assert.ok(key in me, key)
     assert.ok(!('password_hash' in me))
   })
@@ -92,12 +95,12 @@ describe('accounts: register, profile, password change, deletion', () => {
     const ok = await t.app.inject({ method: 'PATCH', url: '/v1/me', headers: bearer(tokens.access_token), payload: { display_name: 'Ann Lee' } })
     assert.equal(ok.statusCode, 200)
     assert.equal(ok.json<{ display_name: string }>().display_name, 'Ann Lee')
-    const sneaky = await t.app.inject({ method: 'PATCH', url: '/v1/me', headers: bearer(tokens.access_token), payload: { display_name: 'X', email_verified: true } })
+    const sneaky = await t.app.inject({ method: 'PATCH', url: '/v1/me', headers: bearer(tokens.access_token), payload: { display_name: 'X', email_verified: false } })
     assert.equal(sneaky.statusCode, 400)
     assert.equal(sneaky.json<{ code: string }>().code, 'validation_failed')
     const me = await t.app.inject({ method: 'GET', url: '/v1/me', headers: bearer(tokens.access_token) })
     assert.equal(me.json<{ display_name: string }>().display_name, 'Ann Lee')
-    assert.equal(me.json<{ email_verified: boolean }>().email_verified, false)
+    assert.equal(me.json<{ email_verified: boolean }>().email_verified, true)
     const cleared = await t.app.inject({ method: 'PATCH', url: '/v1/me', headers: bearer(tokens.access_token), payload: { display_name: null } })
     assert.equal(cleared.json<{ display_name: null }>().display_name, null)
   })
@@ -142,7 +145,7 @@ describe('accounts: register, profile, password change, deletion', () => {
     assert.equal(tomb?.password_hash, '')
     assert.equal(tomb?.last_login_ip, null)
     assert.equal(await count('SELECT count(*)::int AS n FROM sessions WHERE account_id = $1 AND (ip IS NOT NULL OR user_agent IS NOT NULL OR revoked_at IS NULL)', [before?.id]), 0)
-    const again = await login(t.app, (await register(t.app, tokens.email), tokens.email))
+    const again = await login(t.app, (await registerVerified(t.app, tokens.email), tokens.email))
     assert.ok(again.access_token)
   })
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { after, before, describe, it } from 'node:test'
 import type pg from 'pg'
-import { createTestApp, login, register, uniqueEmail, type TestApp } from '../helpers/app.ts'
+import { createTestApp, login, registerVerified, type TestApp, uniqueEmail } from '../helpers/app.ts'
 import { createTestDatabase, type TestDatabase, testPool } from '../helpers/db.ts'
 
 describe('rehash on login when the hashing parameters change', () => {
@@ -27,7 +27,7 @@ describe('rehash on login when the hashing parameters change', () => {
 
   it('upgrades the stored hash on the next successful login, and only then', async () => {
     const email = uniqueEmail()
-    await register(old.app, email)
+    await registerVerified(old.app, email)
     assert.match(await storedHash(email), /\$m=1024,t=1,p=1\$/)
     const failed = await current.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email, password: 'not the password, but long' } })
     assert.equal(failed.statusCode, 401)

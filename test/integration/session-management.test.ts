@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import type { FastifyInstance } from 'fastify'
-import { bearer, createTestApp, refresh, register, signUp, uniqueEmail, VALID_PASSWORD, type TestApp, type Tokens } from '../helpers/app.ts'
+import { bearer, createTestApp, refresh, registerVerified, signUp, type TestApp, type Tokens, uniqueEmail, VALID_PASSWORD } from '../helpers/app.ts'
 
 const FIREFOX_MAC = 'Mozilla/5.0 (Macintosh; Intel Mac OS X 14.5; rv:128.0) Gecko/20100101 Firefox/128.0'
 const CHROME_ANDROID = 'Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Mobile Safari/537.36'
@@ -28,7 +28,7 @@ describe('session management', () => {
 
   it('lists the live sessions with device, IP and times, marking the current one', async () => {
     const email = uniqueEmail()
-    await register(t.app, email)
+    await registerVerified(t.app, email)
     const mac = await loginAs(t.app, email, FIREFOX_MAC)
     const phone = await loginAs(t.app, email, CHROME_ANDROID)
     const sessions = await list(mac.access_token)

@@ -5,7 +5,7 @@ import { testPool } from '../helpers/db.ts'
 import { invariants, violatedInvariants } from '../helpers/invariants.ts'
 import { hashToken } from '../../src/tokens/refresh-tokens.ts'
 import { FakeClock } from '../helpers/clock.ts'
-import { bearer, createTestApp, login, refresh, register, signUp, uniqueEmail, VALID_PASSWORD, type TestApp, type Tokens } from '../helpers/app.ts'
+import { bearer, createTestApp, login, refresh, registerVerified, signUp, type TestApp, type Tokens, uniqueEmail, VALID_PASSWORD } from '../helpers/app.ts'
 
 describe('sessions: login, refresh rotation, reuse detection, logout', () => {
   const clock = new FakeClock(new Date())
@@ -29,7 +29,7 @@ describe('sessions: login, refresh rotation, reuse detection, logout', () => {
 
   it('logs in with the RFC 6749 §5.1 response shape and no-store caching', async () => {
     const email = uniqueEmail()
-    await register(t.app, email)
+    await registerVerified(t.app, email)
     const res = await t.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email, password: VALID_PASSWORD } })
     assert.equal(res.statusCode, 200)
     assert.equal(res.headers['cache-control'], 'no-store')
@@ -50,7 +50,7 @@ describe('sessions: login, refresh rotation, reuse detection, logout', () => {
 
   it('answers every login failure with the same body, whether or not the account exists', async () => {
     const email = uniqueEmail()
-    await register(t.app, email)
+    await registerVerified(t.app, email)
     const wrong = await t.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email, password: 'a wrong password, long enough' } })
     const unknown = await t.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email: uniqueEmail('nobody'), password: 'a wrong password, long enough' } })
     for (const res of [wrong, unknown]) {
@@ -64,7 +64,7 @@ describe('sessions: login, refresh rotation, reuse detection, logout', () => {
 
   it('counts failed logins and resets the count on success', async () => {
     const email = uniqueEmail()
-    await register(t.app, email)
+    await registerVerified(t.app, email)
     await Promise.all([1, 2, 3].map(() => t.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email, password: 'a wrong password, long enough' } })))
     const { rows } = await sql.query<{ failed_login_attempts: number }>('SELECT failed_login_attempts FROM accounts WHERE email = $1', [email])
     assert.equal(rows[0]?.failed_login_attempts, 3)

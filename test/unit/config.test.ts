@@ -40,15 +40,31 @@ describe('loadConfig', () => {
       assert.match(text, /TESSERA_PASSWORD_MIN_LENGTH/)
       assert.match(text, /TESSERA_JWT_ALGORITHM/)
       assert.match(text, /TESSERA_KEY_ENCRYPTION_KEY is required/)
-      assert.equal(err.problems.length, 4)
+      assert.match(text, /SMTP_URL is required when DATABASE_URL is set/)
+      assert.equal(err.problems.length, 5)
       assert.ok(!err.message.includes('hunter2'), 'secrets are never echoed')
     }
   })
 
   it('requires a 32-byte base64 key-encryption key with DATABASE_URL', () => {
     assert.throws(() => loadConfig({ DATABASE_URL: 'postgres://db/x', TESSERA_KEY_ENCRYPTION_KEY: 'c2hvcnQ=' }), ConfigError)
-    const c = loadConfig({ DATABASE_URL: 'postgres://db/x', TESSERA_KEY_ENCRYPTION_KEY: randomBytes(32).toString('base64') })
+    const c = loadConfig({ DATABASE_URL: 'postgres://db/x', TESSERA_KEY_ENCRYPTION_KEY: randomBytes(32).toString('base64'), SMTP_URL: 'smtp://mail.example.com:587' })
     assert.equal(c.database.url, 'postgres://db/x')
+  })
+
+  it('refuses production (DATABASE_URL) without a mail transport, and two transports at once', () => {
+    const kek = randomBytes(32).toString('base64')
+    assert.throws(() => loadConfig({ DATABASE_URL: 'postgres://db/x', TESSERA_KEY_ENCRYPTION_KEY: kek }), /SMTP_URL is required/)
+    assert.throws(() => loadConfig({ SMTP_URL: 'smtp://mail.example.com', TESSERA_EMAIL_OUTBOX: 'true' }), /choose one transport/)
+    assert.equal(loadConfig({ DATABASE_URL: 'postgres://db/x', TESSERA_KEY_ENCRYPTION_KEY: kek, TESSERA_EMAIL_OUTBOX: 'true' }).email.transport, 'outbox')
+    // Embedded mode (no DATABASE_URL, no SMTP_URL): the development outbox.
+    assert.equal(loadConfig({}).email.transport, 'outbox')
+    const smtp = loadConfig({ SMTP_URL: 'smtps://u:p@mail.example.com:465', TESSERA_PUBLIC_URL: 'https://auth.example.com/' })
+    assert.equal(smtp.email.transport, 'smtp')
+    assert.equal(smtp.email.smtp.from, 'Tessera <no-reply@auth.example.com>')
+    assert.equal(smtp.email.smtp.requireTls, true, 'STARTTLS is required by default')
+    assert.throws(() => loadConfig({ SMTP_FROM: 'a@b.c\r\nBcc: x@y.z' }), /SMTP_FROM/)
+    assert.throws(() => loadConfig({ TESSERA_EMAIL_RETRY_DELAY_SECONDS: '60', TESSERA_EMAIL_RETRY_DELAY_MAX_SECONDS: '30' }), /RETRY_DELAY_MAX/)
   })
 
   it('rejects inconsistent lifetimes and lengths', () => {
