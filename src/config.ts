@@ -65,6 +65,7 @@ export const envSchema = Type.Object({
   TESSERA_EMAIL_CHANGE_TOKEN_TTL_SECONDS: Type.Integer({ default: 3600, minimum: 300, maximum: DAY, description: 'Lifetime of the link that confirms a new email address.' }),
   TESSERA_EMAIL_THROTTLE_SECONDS: Type.Integer({ default: 60, minimum: 0, maximum: 3600, description: 'Minimum time between two messages of one kind to one address, and to one account. A throttled message is not sent; the requester gets the same answer.' }),
   TESSERA_EMAIL_THROTTLE_PER_HOUR: Type.Integer({ default: 5, minimum: 1, maximum: 1000, description: 'Most messages of one kind per address, and per account, in any hour.' }),
+  TESSERA_ENUMERATION_FLOOR_MS: Type.Integer({ default: 50, minimum: 0, maximum: 2000, description: 'Password-reset and resend-verification requests are answered no sooner than this, whatever the address, so that response times do not reveal which addresses have accounts (the work differs by ~1–2 ms). Keep it above that work under load.' }),
   TESSERA_WORKER: Type.Union([Type.Literal('in-process'), Type.Literal('separate')], { default: 'in-process', description: '`in-process`: `tessera serve` also delivers queued email. `separate`: it only enqueues, and `tessera worker` processes deliver.' }),
   TESSERA_WORKER_CONCURRENCY: Type.Integer({ default: 4, minimum: 1, maximum: 64, description: 'Messages one worker process delivers at once (a slow message never blocks the others).' }),
   TESSERA_WORKER_POLL_MS: Type.Integer({ default: 1000, minimum: 500, maximum: 60_000, description: 'How often an idle worker looks for new jobs.' }),
@@ -127,6 +128,8 @@ export interface Config {
     readonly requireVerification: boolean
     readonly tokenTtlSeconds: { readonly verify_email: number; readonly reset_password: number; readonly change_email: number }
     readonly throttle: { readonly minIntervalSeconds: number; readonly perHour: number }
+    /** Minimum answer time of the requests that must not reveal an account (see http/timing.ts). */
+    readonly enumerationFloorMs: number
   }
   readonly worker: {
     readonly mode: Env['TESSERA_WORKER']
@@ -275,6 +278,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
         change_email: e.TESSERA_EMAIL_CHANGE_TOKEN_TTL_SECONDS,
       },
       throttle: { minIntervalSeconds: e.TESSERA_EMAIL_THROTTLE_SECONDS, perHour: e.TESSERA_EMAIL_THROTTLE_PER_HOUR },
+      enumerationFloorMs: e.TESSERA_ENUMERATION_FLOOR_MS,
     },
     worker: {
       mode: e.TESSERA_WORKER,

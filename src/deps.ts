@@ -70,8 +70,8 @@ export async function createDeps(config: Config, overrides: Overrides = {}) {
     config,
     tokenSecret: createSecretKey(deriveSecret(config.keyEncryptionKey, 'email-tokens')),
   })
-  const accounts = createAccountsService({ db, clock, hasher, policy: config.passwords, revocations, email })
-  const reset = createResetService({ db, clock, hasher, policy: config.passwords, revocations, email })
+  const accounts = createAccountsService({ db, clock, hasher, policy: config.passwords, revocations, email, floorMs: config.email.enumerationFloorMs })
+  const reset = createResetService({ db, clock, hasher, policy: config.passwords, revocations, email, floorMs: config.email.enumerationFloorMs })
   const sessions = createSessionsService({
     db, clock, hasher, accessTokens, revocations,
     sessions: config.sessions,

@@ -6,6 +6,7 @@ import { withTransaction, type Pool } from '../db/pool.ts'
 import { AppError } from '../errors.ts'
 import type { Principal } from '../http/authenticate.ts'
 import type { RequestContext } from '../http/context.ts'
+import { withMinimumDuration } from '../http/timing.ts'
 import type { PasswordHasher } from '../passwords/passwords.hasher.ts'
 import { isUniqueViolation } from '../db/errors.ts'
 import type { EmailService } from '../email/email.service.ts'
@@ -55,6 +56,8 @@ export interface AccountsServiceDeps {
   policy: Config['passwords']
   revocations: RevocationList
   email: EmailService
+  /** TESSERA_ENUMERATION_FLOOR_MS. */
+  floorMs: number
 }
 
 function actorOf(p: Principal): string {
@@ -185,16 +188,19 @@ export function createAccountsService(deps: AccountsServiceDeps) {
     },
     /**
      * Sends a new verification link to an unverified account. Unknown and verified addresses get
-     * nothing, and neither does a throttled request; the caller gets the same answer in every case.
+     * nothing, and neither does a throttled request; the caller gets the same answer in every case,
+     * after the same time (TESSERA_ENUMERATION_FLOOR_MS).
      */
     async requestEmailVerification(input: { email: string }, ctx: RequestContext): Promise<void> {
-      const address = canonicalEmail(input.email)
-      if (address === undefined) return
-      const account = await accountsRepository.findByEmail(db, address)
-      if (account === undefined || account.status !== 'active' || account.email_verified_at !== null) return
-      await withTransaction(db, async (tx) => {
-        const queued = await email.queueMessage(tx, { kind: 'verify_email', accountId: account.id, to: account.email, token: { email: account.email } })
-        await audit.insertEvent(tx, { type: 'email.verification_requested', accountId: account.id, actor: 'anonymous', ...ctx, data: { queued }, occurredAt: clock.now() })
+      await withMinimumDuration(deps.floorMs, async () => {
+        const address = canonicalEmail(input.email)
+        if (address === undefined) return
+        const account = await accountsRepository.findByEmail(db, address)
+        if (account === undefined || account.status !== 'active' || account.email_verified_at !== null) return
+        await withTransaction(db, async (tx) => {
+          const queued = await email.queueMessage(tx, { kind: 'verify_email', accountId: account.id, to: account.email, token: { email: account.email } })
+          await audit.insertEvent(tx, { type: 'email.verification_requested', accountId: account.id, actor: 'anonymous', ...ctx, data: { queued }, occurredAt: clock.now() })
+        })
       })
     },
 

@@ -28,9 +28,16 @@ export function messageIdHeader(messageId: string, from: string): string {
 
 export function createSmtpMailer(smtp: Config['email']['smtp']): SmtpMailer {
   if (smtp.url === undefined) throw new Error('createSmtpMailer: SMTP_URL is not set')
+  // The URL is parsed here, not handed to nodemailer as `url`: createTransport({ url }) drops every other
+  // option (requireTLS and tls included), which would silently turn the TLS settings off.
+  const url = new URL(smtp.url)
+  const implicitTls = url.protocol === 'smtps:'
   const transport = nodemailer.createTransport({
-    url: smtp.url,
-    requireTLS: smtp.url.startsWith('smtp://') && smtp.requireTls,
+    host: url.hostname.replace(/^\[|\]$/g, ''),
+    port: url.port === '' ? (implicitTls ? 465 : 587) : Number(url.port),
+    secure: implicitTls,
+    ...(url.username === '' ? {} : { auth: { user: decodeURIComponent(url.username), pass: decodeURIComponent(url.password) } }),
+    requireTLS: !implicitTls && smtp.requireTls,
     tls: { rejectUnauthorized: smtp.rejectUnauthorized, minVersion: 'TLSv1.2' },
     connectionTimeout: smtp.timeoutMs,
     greetingTimeout: smtp.timeoutMs,

@@ -12,6 +12,7 @@ import { withTransaction, type Pool } from '../db/pool.ts'
 import type { EmailService } from '../email/email.service.ts'
 import { AppError } from '../errors.ts'
 import type { RequestContext } from '../http/context.ts'
+import { withMinimumDuration } from '../http/timing.ts'
 import type { RevocationList } from '../sessions/revocation.ts'
 import * as sessionsRepository from '../sessions/sessions.repository.ts'
 import type { PasswordHasher } from './passwords.hasher.ts'
@@ -24,6 +25,8 @@ export interface ResetServiceDeps {
   policy: Config['passwords']
   revocations: RevocationList
   email: EmailService
+  /** TESSERA_ENUMERATION_FLOOR_MS. */
+  floorMs: number
 }
 
 export function createResetService(deps: ResetServiceDeps) {
@@ -33,17 +36,19 @@ export function createResetService(deps: ResetServiceDeps) {
   return {
     /**
      * Sends a reset link to the account's address. The answer is the same for unknown, unverified,
-     * verified and throttled cases. A locked account can always reset (the lock guards the password,
-     * not the mailbox).
+     * verified and throttled cases, after the same time (TESSERA_ENUMERATION_FLOOR_MS). A locked account
+     * can always reset (the lock guards the password, not the mailbox).
      */
     async requestPasswordReset(input: { email: string }, ctx: RequestContext): Promise<void> {
-      const address = canonicalEmail(input.email)
-      if (address === undefined) return
-      const account = await accountsRepository.findByEmail(db, address)
-      if (account === undefined || account.status !== 'active') return
-      await withTransaction(db, async (tx) => {
-        const queued = await email.queueMessage(tx, { kind: 'reset_password', accountId: account.id, to: account.email, token: { email: account.email } })
-        await audit.insertEvent(tx, { type: 'password.reset_requested', accountId: account.id, actor: 'anonymous', ...ctx, data: { queued }, occurredAt: clock.now() })
+      await withMinimumDuration(deps.floorMs, async () => {
+        const address = canonicalEmail(input.email)
+        if (address === undefined) return
+        const account = await accountsRepository.findByEmail(db, address)
+        if (account === undefined || account.status !== 'active') return
+        await withTransaction(db, async (tx) => {
+          const queued = await email.queueMessage(tx, { kind: 'reset_password', accountId: account.id, to: account.email, token: { email: account.email } })
+          await audit.insertEvent(tx, { type: 'password.reset_requested', accountId: account.id, actor: 'anonymous', ...ctx, data: { queued }, occurredAt: clock.now() })
+        })
       })
     },
 

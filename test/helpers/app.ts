@@ -38,11 +38,15 @@ export interface TestApp {
   close(): Promise<void>
 }
 
-export async function createTestApp(options: { clock?: Clock; env?: Record<string, string>; db?: TestDatabase; hasher?: PasswordHasher } = {}): Promise<TestApp> {
+/**
+ * @param options.worker also run the email worker in this app (the SMTP tests); by default tests
+ * deliver queued messages themselves with {@link deliverQueued}, through the same handler.
+ */
+export async function createTestApp(options: { clock?: Clock; env?: Record<string, string>; db?: TestDatabase; hasher?: PasswordHasher; worker?: boolean } = {}): Promise<TestApp> {
   const db = options.db ?? (await createTestDatabase())
   const config = testConfig(db.url, options.env)
   const deps = await createDeps(config, { clock: options.clock, hasher: options.hasher, logger: createLogger('silent') })
-  await deps.start()
+  await deps.start({ worker: options.worker ?? false })
   const app = await buildApp(deps)
   await app.ready()
   depsByApp.set(app, deps)

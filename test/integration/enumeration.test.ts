@@ -10,7 +10,7 @@ import type { LightMyRequestResponse } from 'fastify'
 import type pg from 'pg'
 import { testPool } from '../helpers/db.ts'
 import { createPasswordHasher, type PasswordHasher } from '../../src/passwords/passwords.hasher.ts'
-import { createTestApp, register, uniqueEmail, VALID_PASSWORD, type TestApp } from '../helpers/app.ts'
+import { createTestApp, register, registerVerified, uniqueEmail, VALID_PASSWORD, type TestApp } from '../helpers/app.ts'
 
 function countingHasher(inner: PasswordHasher) {
   const calls = { hash: 0, verify: 0 }
@@ -80,5 +80,45 @@ describe('enumeration resistance', () => {
     assert.equal(counting.calls.hash, freshHashes)
     assert.equal(freshHashes, 1)
     assert.deepEqual(comparable(taken), comparable(fresh))
+  })
+
+  it('answers password-reset and resend-verification requests identically for unknown, unverified, verified, disabled and throttled addresses', async () => {
+    const unverified = uniqueEmail('unverified')
+    const verified = uniqueEmail('verified')
+    const disabled = uniqueEmail('disabled')
+    await register(t.app, unverified)
+    await registerVerified(t.app, verified)
+    await registerVerified(t.app, disabled)
+    await sql.query("UPDATE accounts SET status = 'disabled' WHERE email = $1", [disabled])
+    const cases = { unknown: uniqueEmail('nobody'), unverified, verified, disabled, malformed: 'not-an-email' }
+    const timings: string[] = []
+    for (const url of ['/v1/password-reset', '/v1/email-verification']) {
+      const answers: Record<string, ReturnType<typeof comparable>> = {}
+      for (const [name, email] of Object.entries(cases)) {
+        // Twice: the second request of each address is throttled, and must look the same too.
+        for (const round of [1, 2]) {
+          const res = await t.app.inject({ method: 'POST', url, payload: { email } })
+          answers[`${name} #${round}`] = comparable(res)
+        }
+      }
+      const reference = answers['unknown #1']
+      assert.equal(reference?.status, 202)
+      for (const [name, answer] of Object.entries(answers)) assert.deepEqual(answer, reference, `${url}: ${name}`)
+
+      // Timing is reported, never asserted: median over 10 requests per case (throttled after the first).
+      const medians: string[] = []
+      for (const [name, email] of Object.entries(cases)) {
+        const samples: number[] = []
+        for (let i = 0; i < 10; i++) {
+          const started = process.hrtime.bigint()
+          await t.app.inject({ method: 'POST', url, payload: { email } })
+          samples.push(Number(process.hrtime.bigint() - started) / 1e6)
+        }
+        samples.sort((a, b) => a - b)
+        medians.push(`${name} ${(samples[5] ?? 0).toFixed(2)} ms`)
+      }
+      timings.push(`${url}: ${medians.join(', ')}`)
+    }
+    console.log(`# enumeration timing (medians, in-process, floor ${t.config.email.enumerationFloorMs} ms): ${timings.join('; ')}`)
   })
 })

@@ -138,6 +138,36 @@ describe('hostile input: every endpoint answers a clear 4xx with its stable code
       required: ['password'], nullable: [],
     },
     {
+      id: 'requestEmailVerification', method: 'POST', url: '/v1/email-verification', auth: false, oauth: false,
+      valid: () => ({ email: uniqueEmail('nobody') }),
+      required: ['email'], nullable: [],
+    },
+    {
+      id: 'confirmEmailVerification', method: 'POST', url: '/v1/email-verification/confirm', auth: false, oauth: false,
+      valid: () => ({ token: 'A'.repeat(43) }),
+      required: ['token'], nullable: [],
+    },
+    {
+      id: 'requestPasswordReset', method: 'POST', url: '/v1/password-reset', auth: false, oauth: false,
+      valid: () => ({ email: uniqueEmail('nobody') }),
+      required: ['email'], nullable: [],
+    },
+    {
+      id: 'confirmPasswordReset', method: 'POST', url: '/v1/password-reset/confirm', auth: false, oauth: false,
+      valid: () => ({ token: 'A'.repeat(43), new_password: NEW_PASSWORD }),
+      required: ['token', 'new_password'], nullable: [],
+    },
+    {
+      id: 'requestEmailChange', method: 'POST', url: '/v1/me/email', auth: true, oauth: false,
+      valid: () => ({ new_email: uniqueEmail('elsewhere'), password: VALID_PASSWORD }),
+      required: ['new_email', 'password'], nullable: [],
+    },
+    {
+      id: 'confirmEmailChange', method: 'POST', url: '/v1/me/email/confirm', auth: false, oauth: false,
+      valid: () => ({ token: 'A'.repeat(43) }),
+      required: ['token'], nullable: [],
+    },
+    {
       id: 'token', method: 'POST', url: '/oauth/token', auth: false, oauth: true,
       valid: () => ({ grant_type: 'refresh_token', refresh_token: A_REFRESH_TOKEN, scope: 'openid', client_id: 'tessera' }),
       required: ['grant_type'], nullable: [],
@@ -478,7 +508,8 @@ describe('hostile input: every endpoint answers a clear 4xx with its stable code
       assert.match(doc.openapi, /^3\.1\.\d+$/)
       const ids = Object.values(doc.paths).flatMap((ops) => Object.values(ops).map((op) => op.operationId)).filter((id): id is string => typeof id === 'string')
       assert.equal(new Set(ids).size, ids.length, `operationIds are unique: ${ids.join(', ')}`)
-      for (const id of ['register', 'login', 'token', 'revoke', 'logout', 'getMe', 'updateMe', 'changePassword', 'deleteMe', 'getJwks', 'getServerMetadata', 'livez', 'readyz']) {
+      for (const id of ['register', 'login', 'token', 'revoke', 'logout', 'getMe', 'updateMe', 'changePassword', 'deleteMe', 'getJwks', 'getServerMetadata', 'livez', 'readyz',
+        'requestEmailVerification', 'confirmEmailVerification', 'requestPasswordReset', 'confirmPasswordReset', 'requestEmailChange', 'confirmEmailChange']) {
         assert.ok(ids.includes(id), `operationId ${id} in ${ids.join(', ')}`)
       }
       for (const ep of endpoints) assert.ok(ids.includes(ep.id), `the hostile-input table covers a documented operation: ${ep.id}`)
