@@ -145,6 +145,10 @@ describe('accounts: register, profile, password change, deletion', () => {
     assert.equal(tomb?.password_hash, '')
     assert.equal(tomb?.last_login_ip, null)
     assert.equal(await count('SELECT count(*)::int AS n FROM sessions WHERE account_id = $1 AND (ip IS NOT NULL OR user_agent IS NOT NULL OR revoked_at IS NULL)', [before?.id]), 0)
+    // Email leftovers go too: links, message records (with their hashed recipient) and outbox copies.
+    assert.equal(await count('SELECT count(*)::int AS n FROM email_tokens WHERE account_id = $1', [before?.id]), 0)
+    assert.equal(await count('SELECT count(*)::int AS n FROM email_messages WHERE account_id = $1', [before?.id]), 0)
+    assert.equal(await count('SELECT count(*)::int AS n FROM mail_outbox WHERE recipient = $1', [tokens.email]), 0)
     const again = await login(t.app, (await registerVerified(t.app, tokens.email), tokens.email))
     assert.ok(again.access_token)
   })

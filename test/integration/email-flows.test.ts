@@ -59,6 +59,20 @@ describe('email flows', () => {
       assert.equal(await count("SELECT count(*)::int AS n FROM audit_events WHERE type = 'email.verified' AND account_id = (SELECT id FROM accounts WHERE email = $1)", [email]), 1)
     })
 
+    it('lets unverified accounts log in when TESSERA_REQUIRE_EMAIL_VERIFICATION=false', async () => {
+      const lenient = await createTestApp({ env: { TESSERA_REQUIRE_EMAIL_VERIFICATION: 'false' } })
+      try {
+        const email = uniqueEmail('lenient')
+        await register(lenient.app, email)
+        const tokens = await login(lenient.app, email)
+        const me = await lenient.app.inject({ method: 'GET', url: '/v1/me', headers: bearer(tokens.access_token) })
+        assert.equal(me.json<{ email_verified: boolean }>().email_verified, false)
+        assert.equal((await inbox(lenient.app, email))[0]?.subject, 'Confirm your email address', 'the link is still sent')
+      } finally {
+        await lenient.close()
+      }
+    })
+
     it('renders the page on GET without using the token; only the POST uses it, once', async () => {
       const email = uniqueEmail('page')
       await register(t.app, email)
