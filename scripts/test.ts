@@ -41,7 +41,10 @@ if (adminUrl === undefined || adminUrl === '') {
   stopEmbedded = () => embedded.stop()
 }
 
-const template = `tessera_test_tpl_${randomBytes(4).toString('hex')}`
+const runId = randomBytes(4).toString('hex')
+const template = `tessera_test_tpl_${runId}`
+// Per-file databases are named after this run, so cleaning up never touches another run's databases.
+const filePrefix = `tessera_t_${runId}_`
 const admin = new pg.Client({ connectionString: adminUrl })
 await admin.connect()
 await admin.query(`CREATE DATABASE ${template}`)
@@ -55,12 +58,12 @@ const args = process.argv.slice(2)
 const files = args.length > 0 ? args : ['test/**/*.test.ts']
 const child = spawn(process.execPath, ['--test', '--test-concurrency=3', '--test-timeout=120000', ...files], {
   stdio: 'inherit',
-  env: { ...process.env, TEST_DATABASE_URL: adminUrl, TESSERA_TEST_TEMPLATE: template },
+  env: { ...process.env, TEST_DATABASE_URL: adminUrl, TESSERA_TEST_TEMPLATE: template, TESSERA_TEST_DB_PREFIX: filePrefix },
 })
 const code = await new Promise<number>((resolve) => { child.on('exit', (c, signal) => { resolve(c ?? (signal ? 1 : 0)) }) })
 
 // Leftover per-file databases (a crashed file) and the template go too.
-const { rows } = await admin.query<{ datname: string }>(`SELECT datname FROM pg_database WHERE datname LIKE 'tessera_t_%' OR datname = $1`, [template])
+const { rows } = await admin.query<{ datname: string }>('SELECT datname FROM pg_database WHERE starts_with(datname, $1) OR datname = $2', [filePrefix, template])
 for (const { datname } of rows) await admin.query(`DROP DATABASE IF EXISTS ${datname} WITH (FORCE)`).catch(() => undefined)
 await admin.end()
 if (stopEmbedded) await stopEmbedded()

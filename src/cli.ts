@@ -166,12 +166,19 @@ async function jobsCommand(args: string[]): Promise<void> {
         }, null, 2))
       } else if (action === 'retry') {
         const ids = values.all === true ? dead.map((d) => d.id) : positionals.slice(1)
-        if (ids.length === 0) throw new UsageError('jobs retry needs job ids (from `tessera jobs list`) or --all')
+        if (ids.length === 0 && values.all !== true) throw new UsageError('jobs retry needs job ids (from `tessera jobs list`) or --all')
         const unknown = ids.filter((id) => !dead.some((d) => d.id === id))
         if (unknown.length > 0) throw new UsageError(`not in the dead-letter queue: ${unknown.join(', ')}`)
-        for (const d of dead.filter((x) => ids.includes(x.id))) await emailRepository.clearDead(db, d.data.messageId)
-        const moved = await queue.retryDead(QUEUES.email, ids)
-        console.log(JSON.stringify({ retried: moved }, null, 2))
+        // One job at a time, and the message is marked alive only once its job really moved: a job
+        // deleted meanwhile (retention) must not leave a message counted as pending with no job.
+        let moved = 0
+        for (const d of dead.filter((x) => ids.includes(x.id))) {
+          if ((await queue.retryDead(QUEUES.email, [d.id])) === 1) {
+            await emailRepository.clearDead(db, d.data.messageId)
+            moved++
+          }
+        }
+        console.log(JSON.stringify({ retried: moved, not_found: ids.length - moved }, null, 2))
       } else {
         throw new UsageError(`unknown jobs action "${action ?? ''}"`)
       }

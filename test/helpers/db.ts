@@ -28,7 +28,7 @@ export function databaseUrl(adminUrl: string, database: string): string {
 export async function createTestDatabase(options: { migrated?: boolean } = {}): Promise<TestDatabase> {
   const adminUrl = requireEnv('TEST_DATABASE_URL')
   const template = requireEnv('TESSERA_TEST_TEMPLATE')
-  const name = `tessera_t_${randomBytes(6).toString('hex')}`
+  const name = `${process.env.TESSERA_TEST_DB_PREFIX ?? 'tessera_t_'}${randomBytes(6).toString('hex')}`
   const admin = new pg.Client({ connectionString: adminUrl })
   await admin.connect()
   try {
