@@ -99,18 +99,24 @@ export function createJobQueue(options: JobQueueOptions) {
       b.on('error', (err: Error) => logger.warn({ err: { message: err.message } }, 'job queue error; continuing'))
       await b.start()
       await b.createQueue(QUEUES.emailDead, { retentionSeconds: 30 * 86_400 })
-      await b.createQueue(QUEUES.email, {
+      const options = {
         deadLetter: QUEUES.emailDead,
         retryLimit: worker.maxAttempts - 1,
         retryDelay: worker.retryDelaySeconds,
         retryBackoff: true,
         retryDelayMax: worker.retryDelayMaxSeconds,
-        // An attempt whose worker died is retried after this; SMTP timeouts end attempts far sooner.
+        // A worker refreshes its claim every 15 s; a claim not refreshed for 30 s (its process died)
+        // is retried at the next maintenance pass (every 60 s), not after the 5-minute expiry.
+        heartbeatSeconds: 30,
+        // The upper bound of one attempt; SMTP timeouts end attempts far sooner.
         expireInSeconds: 300,
-        // A message not delivered in this long is stale (its links have expired long before).
+        // A message not delivered in this long is stale (its links expired long before).
         retentionSeconds: 7 * 86_400,
         deleteAfterSeconds: 7 * 86_400,
-      })
+      }
+      await b.createQueue(QUEUES.email, options)
+      // createQueue leaves an existing queue as it was: apply the current configuration (attempts, delays).
+      await b.updateQueue(QUEUES.email, options)
       boss = b
     },
 
@@ -132,26 +138,37 @@ export function createJobQueue(options: JobQueueOptions) {
      */
     async work<T>(queue: QueueName, handler: (job: JobAttempt<T>) => Promise<void>): Promise<void> {
       working = true
-      await started().work(queue, {
-        localConcurrency: worker.concurrency,
-        batchSize: 1,
-        pollingIntervalSeconds: worker.pollMs / 1000,
-        includeMetadata: true,
-        perJobResults: true,
-      }, async (jobs: JobWithMetadata<T>[]): Promise<JobResult[]> => {
-        const results: JobResult[] = []
-        for (const job of jobs) {
-          try {
-            await handler({ id: job.id, data: job.data, attempt: job.retryCount + 1, lastAttempt: job.retryCount >= job.retryLimit })
-            results.push({ id: job.id, status: 'completed' })
-          } catch (err) {
-            // Only the message is kept with the job: no stack, nothing the error object may carry.
-            const output = { message: err instanceof Error ? err.message : String(err) }
-            results.push({ id: job.id, status: err instanceof PermanentJobError ? 'deadletter' : 'failed', output })
+      const b = started()
+      // One pg-boss worker per slot, so that each can be woken on its own: pg-boss waits the polling
+      // interval after every fetch, even one that returned a job (a burst drained at concurrency ÷ poll
+      // interval, 4 messages a second). A slot that just handled a job looks again at once
+      // (notifyWorker skips that wait); only an idle one polls.
+      for (let slot = 0; slot < worker.concurrency; slot++) {
+        // `let`, not `const`: the handler may run before work() resolves, and must then see undefined.
+        // eslint-disable-next-line prefer-const
+        let workerId: string | undefined
+        workerId = await b.work(queue, {
+          localConcurrency: 1,
+          batchSize: 1,
+          pollingIntervalSeconds: worker.pollMs / 1000,
+          includeMetadata: true,
+          perJobResults: true,
+        }, async (jobs: JobWithMetadata<T>[]): Promise<JobResult[]> => {
+          const results: JobResult[] = []
+          for (const job of jobs) {
+            try {
+              await handler({ id: job.id, data: job.data, attempt: job.retryCount + 1, lastAttempt: job.retryCount >= job.retryLimit })
+              results.push({ id: job.id, status: 'completed' })
+            } catch (err) {
+              // Only the message is kept with the job: no stack, nothing the error object may carry.
+              const output = { message: err instanceof Error ? err.message : String(err) }
+              results.push({ id: job.id, status: err instanceof PermanentJobError ? 'deadletter' : 'failed', output })
+            }
           }
-        }
-        return results
-      })
+          if (jobs.length > 0 && workerId !== undefined) b.notifyWorker(workerId)
+          return results
+        })
+      }
     },
 
     /** Dead-lettered jobs of a queue, oldest first. */
