@@ -143,11 +143,10 @@ export function createJobQueue(options: JobQueueOptions) {
       // interval after every fetch, even one that returned a job (a burst drained at concurrency ÷ poll
       // interval, 4 messages a second). A slot that just handled a job looks again at once
       // (notifyWorker skips that wait); only an idle one polls.
-      for (let slot = 0; slot < worker.concurrency; slot++) {
-        // `let`, not `const`: the handler may run before work() resolves, and must then see undefined.
-        // eslint-disable-next-line prefer-const
-        let workerId: string | undefined
-        workerId = await b.work(queue, {
+      for (let i = 0; i < worker.concurrency; i++) {
+        // Filled once work() resolves; the handler may run before that and then simply does not wake.
+        const slot: { workerId?: string } = {}
+        slot.workerId = await b.work(queue, {
           localConcurrency: 1,
           batchSize: 1,
           pollingIntervalSeconds: worker.pollMs / 1000,
@@ -165,7 +164,7 @@ export function createJobQueue(options: JobQueueOptions) {
               results.push({ id: job.id, status: err instanceof PermanentJobError ? 'deadletter' : 'failed', output })
             }
           }
-          if (jobs.length > 0 && workerId !== undefined) b.notifyWorker(workerId)
+          if (jobs.length > 0 && slot.workerId !== undefined) b.notifyWorker(slot.workerId)
           return results
         })
       }
