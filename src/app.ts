@@ -9,6 +9,7 @@ import addFormats from 'ajv-formats'
 import type { Plugin } from 'ajv'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import { accountsRoutes } from './accounts/accounts.routes.ts'
+import { adminRoutes } from './admin/admin.routes.ts'
 import type { Deps } from './deps.ts'
 import { pagesRoutes } from './email/email.pages.ts'
 import { healthRoutes } from './health/health.routes.ts'
@@ -121,6 +122,7 @@ export async function buildApp(deps: Deps): Promise<FastifyInstance> {
   await app.register(sessionsRoutes, { sessions: deps.sessions, authenticate })
   await app.register(oauthRoutes, { oauth: deps.oauth })
   await app.register(resetRoutes, { reset: deps.reset })
+  await app.register(adminRoutes, { admin: deps.admin, authenticate })
   await app.register(pagesRoutes, { publicUrl: config.publicUrl, email: deps.email, accounts: deps.accounts, reset: deps.reset })
   return app
 }

@@ -66,6 +66,14 @@ export const envSchema = Type.Object({
   TESSERA_EMAIL_THROTTLE_SECONDS: Type.Integer({ default: 60, minimum: 0, maximum: 3600, description: 'Minimum time between two messages of one kind to one address, and to one account. A throttled message is not sent; the requester gets the same answer.' }),
   TESSERA_EMAIL_THROTTLE_PER_HOUR: Type.Integer({ default: 5, minimum: 1, maximum: 1000, description: 'Most messages of one kind per address, and per account, in any hour.' }),
   TESSERA_ENUMERATION_FLOOR_MS: Type.Integer({ default: 50, minimum: 0, maximum: 2000, description: 'Password-reset and resend-verification requests are answered no sooner than this, whatever the address, so that response times do not reveal which addresses have accounts (the work differs by ~1–2 ms). Keep it above that work under load.' }),
+  TESSERA_TRUSTED_PROXIES: Type.Optional(Type.String({ maxLength: 4096, pattern: '^[0-9A-Fa-f:.,/ ]+$', description: 'Comma-separated IPs or CIDRs of the reverse proxies in front of Tessera. Unset: the client IP is the socket peer and forwarding headers are ignored. Set: the client IP is the rightmost `X-Forwarded-For` hop that is not a trusted proxy.' })),
+  TESSERA_RATE_LIMITS: Type.Optional(Type.String({ maxLength: 8192, description: 'JSON object overriding rate limits per rule, e.g. `{"login.ip":{"points":50,"seconds":60}}`. Rules and defaults: docs/security.md.' })),
+  TESSERA_LOCKOUT_THRESHOLD: Type.Integer({ default: 10, minimum: 3, maximum: 50, description: 'Consecutive failed logins of an account before each further failure locks it for a while.' }),
+  TESSERA_LOCKOUT_BASE_SECONDS: Type.Integer({ default: 30, minimum: 1, maximum: 3600, description: 'First lock duration; each further failure doubles it, up to TESSERA_LOCKOUT_MAX_SECONDS.' }),
+  TESSERA_LOCKOUT_MAX_SECONDS: Type.Integer({ default: 900, minimum: 1, maximum: 86_400, description: 'Ceiling of one lock.' }),
+  TESSERA_LOCKOUT_HARD_LIMIT: Type.Integer({ default: 100, minimum: 10, maximum: 100, description: 'Consecutive failures after which the account is locked until its password is reset (NIST SP 800-63B: at most 100).' }),
+  TESSERA_MAX_EVENT_LOOP_DELAY_MS: Type.Integer({ default: 500, minimum: 0, maximum: 60_000, description: 'Shed requests with 503 and `Retry-After` while the event loop lags more than this (0: off). Health endpoints are never shed.' }),
+  TESSERA_AUDIT_RETENTION_DAYS: Type.Integer({ default: 400, minimum: 0, maximum: 36_500, description: 'Audit events older than this are deleted (daily, by the worker). 0 keeps them forever.' }),
   TESSERA_WORKER: Type.Union([Type.Literal('in-process'), Type.Literal('separate')], { default: 'in-process', description: '`in-process`: `tessera serve` also delivers queued email. `separate`: it only enqueues, and `tessera worker` processes deliver.' }),
   TESSERA_WORKER_CONCURRENCY: Type.Integer({ default: 4, minimum: 1, maximum: 64, description: 'Messages one worker process delivers at once (a slow message never blocks the others).' }),
   TESSERA_WORKER_POLL_MS: Type.Integer({ default: 1000, minimum: 500, maximum: 60_000, description: 'How often an idle worker looks for new jobs.' }),
@@ -131,6 +139,15 @@ export interface Config {
     /** Minimum answer time of the requests that must not reveal an account (see http/timing.ts). */
     readonly enumerationFloorMs: number
   }
+  readonly limits: {
+    /** IPs/CIDRs of trusted reverse proxies (empty: the socket peer is the client). */
+    readonly trustedProxies: readonly string[]
+    /** Raw JSON overrides of the rate-limit rules (parsed and validated by limits/). */
+    readonly rateLimitOverrides: string | undefined
+    readonly lockout: { readonly threshold: number; readonly baseSeconds: number; readonly maxSeconds: number; readonly hardLimit: number }
+    readonly maxEventLoopDelayMs: number
+  }
+  readonly audit: { readonly retentionDays: number }
   readonly worker: {
     readonly mode: Env['TESSERA_WORKER']
     readonly concurrency: number
@@ -214,6 +231,12 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
   if (e.TESSERA_PASSWORD_MAX_LENGTH < e.TESSERA_PASSWORD_MIN_LENGTH) {
     problems.push('TESSERA_PASSWORD_MAX_LENGTH must be at least TESSERA_PASSWORD_MIN_LENGTH')
   }
+  if (e.TESSERA_LOCKOUT_MAX_SECONDS < e.TESSERA_LOCKOUT_BASE_SECONDS) {
+    problems.push('TESSERA_LOCKOUT_MAX_SECONDS must be at least TESSERA_LOCKOUT_BASE_SECONDS')
+  }
+  if (e.TESSERA_LOCKOUT_HARD_LIMIT <= e.TESSERA_LOCKOUT_THRESHOLD) {
+    problems.push('TESSERA_LOCKOUT_HARD_LIMIT must be above TESSERA_LOCKOUT_THRESHOLD')
+  }
   if (e.TESSERA_EMAIL_RETRY_DELAY_MAX_SECONDS < e.TESSERA_EMAIL_RETRY_DELAY_SECONDS) {
     problems.push('TESSERA_EMAIL_RETRY_DELAY_MAX_SECONDS must be at least TESSERA_EMAIL_RETRY_DELAY_SECONDS')
   }
@@ -280,6 +303,18 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       throttle: { minIntervalSeconds: e.TESSERA_EMAIL_THROTTLE_SECONDS, perHour: e.TESSERA_EMAIL_THROTTLE_PER_HOUR },
       enumerationFloorMs: e.TESSERA_ENUMERATION_FLOOR_MS,
     },
+    limits: {
+      trustedProxies: (e.TESSERA_TRUSTED_PROXIES ?? '').split(',').map((x) => x.trim()).filter((x) => x !== ''),
+      rateLimitOverrides: e.TESSERA_RATE_LIMITS,
+      lockout: {
+        threshold: e.TESSERA_LOCKOUT_THRESHOLD,
+        baseSeconds: e.TESSERA_LOCKOUT_BASE_SECONDS,
+        maxSeconds: e.TESSERA_LOCKOUT_MAX_SECONDS,
+        hardLimit: e.TESSERA_LOCKOUT_HARD_LIMIT,
+      },
+      maxEventLoopDelayMs: e.TESSERA_MAX_EVENT_LOOP_DELAY_MS,
+    },
+    audit: { retentionDays: e.TESSERA_AUDIT_RETENTION_DAYS },
     worker: {
       mode: e.TESSERA_WORKER,
       concurrency: e.TESSERA_WORKER_CONCURRENCY,

@@ -3,6 +3,7 @@
  */
 import { createSecretKey } from 'node:crypto'
 import { createAccountsService } from './accounts/accounts.service.ts'
+import { createAdminService } from './admin/admin.service.ts'
 import { createClientsService } from './clients/clients.service.ts'
 import { systemClock, type Clock } from './clock.ts'
 import type { Config } from './config.ts'
@@ -79,12 +80,13 @@ export async function createDeps(config: Config, overrides: Overrides = {}) {
     requireEmailVerification: config.email.requireVerification,
     refreshSecret: createSecretKey(deriveSecret(config.keyEncryptionKey, 'refresh-derivation')),
   })
+  const admin = createAdminService({ db, clock, revocations, email })
   const clients = createClientsService({ db, clock })
   const oauth = createOAuthService({ db, clock, config, clients, sessions, accessTokens, revocations })
   const health = createHealth({ db, expectedVersion, timeoutMs: 2000 })
 
   return {
-    config, logger, clock, db, metrics, bus, hasher, keys, accessTokens, revocations, queue, email, accounts, reset, sessions, clients, oauth, health,
+    config, logger, clock, db, metrics, bus, hasher, keys, accessTokens, revocations, queue, email, accounts, reset, sessions, admin, clients, oauth, health,
     /**
      * Loads what the hot paths keep in memory (keys, revocations) and connects the job queue. With
      * `worker`, this process also delivers queued email.

@@ -14,6 +14,8 @@ export interface AccountRow {
   failed_login_attempts: number
   locked_until: Date | null
   password_changed_at: Date
+  /** Granted roles (`admin`); carried by access tokens as the `roles` claim. */
+  roles: string[]
 }
 
 /**

@@ -85,7 +85,7 @@ export function createOAuthService(deps: {
       }
       const scope = [...new Set(requested)].join(' ')
       const issued = await accessTokens.issueForClient({ clientId: client.clientId, scope, audience })
-      await audit.insertEvent(db, { type: 'client.token_issued', accountId: null, actor: `client:${client.clientId}`, ...ctx, data: { client_id: client.clientId, scope, jti: issued.claims.jti }, occurredAt: clock.now() })
+      await withTransaction(db, (tx) => audit.insertEvent(tx, { type: 'client.token_issued', accountId: null, actor: `client:${client.clientId}`, ...ctx, data: { client_id: client.clientId, scope, jti: issued.claims.jti }, occurredAt: clock.now() }))
       return { access_token: issued.token, token_type: 'Bearer', expires_in: issued.expiresIn, scope }
     },
 

@@ -31,6 +31,8 @@ export async function insertRefreshToken(db: Queryable, t: { hash: Buffer; sessi
 export interface Rotated {
   session_id: string
   account_id: string
+  /** The account's roles, for the new access token's `roles` claim. */
+  roles: string[]
 }
 
 /**
@@ -51,7 +53,7 @@ export async function rotateRefreshToken(
              WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $3
              RETURNING session_id
            ), live AS (
-             SELECT s.id, s.account_id, s.expires_at
+             SELECT s.id, s.account_id, s.expires_at, a.roles
              FROM used JOIN sessions s ON s.id = used.session_id JOIN accounts a ON a.id = s.account_id
              WHERE s.revoked_at IS NULL AND s.expires_at > $3 AND a.status = 'active'
            ), child AS (
@@ -64,7 +66,7 @@ export async function rotateRefreshToken(
              UPDATE sessions SET last_used_at = $3 FROM child
              WHERE sessions.id = child.session_id AND sessions.last_used_at < $3 - interval '60 seconds'
            )
-           SELECT live.id AS session_id, live.account_id FROM live JOIN child ON child.session_id = live.id`,
+           SELECT live.id AS session_id, live.account_id, live.roles FROM live JOIN child ON child.session_id = live.id`,
     values: [p.hash, p.childHash, p.now, p.idleSeconds],
   })
   return rows[0]
@@ -79,13 +81,14 @@ export interface RefreshTokenState {
   session_expires_at: Date
   account_active: boolean
   has_child: boolean
+  roles: string[]
 }
 
 export async function findRefreshToken(db: Queryable, hash: Buffer): Promise<RefreshTokenState | undefined> {
   const { rows } = await db.query<RefreshTokenState>({
     name: 'refresh_tokens_find',
     text: `SELECT rt.session_id, s.account_id, rt.used_at, rt.expires_at, s.revoked_at AS session_revoked_at,
-                  s.expires_at AS session_expires_at, a.status = 'active' AS account_active,
+                  s.expires_at AS session_expires_at, a.status = 'active' AS account_active, a.roles,
                   EXISTS (SELECT 1 FROM refresh_tokens c WHERE c.parent_hash = rt.token_hash) AS has_child
            FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id JOIN accounts a ON a.id = s.account_id
            WHERE rt.token_hash = $1`,

@@ -57,8 +57,8 @@ function invalidCredentials(): AppError {
 export function createSessionsService(deps: SessionsServiceDeps) {
   const { db, clock, hasher, accessTokens, revocations, sessions } = deps
 
-  async function tokenPair(accountId: string, sessionId: string, refreshToken: string): Promise<TokenPair> {
-    const access = await accessTokens.issue({ accountId, sessionId })
+  async function tokenPair(accountId: string, sessionId: string, roles: readonly string[], refreshToken: string): Promise<TokenPair> {
+    const access = await accessTokens.issue({ accountId, sessionId, roles })
     return { access_token: access.token, token_type: 'Bearer', expires_in: access.expiresIn, refresh_token: refreshToken }
   }
 
@@ -99,7 +99,7 @@ export function createSessionsService(deps: SessionsServiceDeps) {
       const account = email === undefined ? undefined : await accountsRepository.findByEmail(db, email)
       if (account === undefined) {
         await hasher.verifyDummy(password)
-        await audit.insertEvent(db, { type: 'login.failed', accountId: null, actor: 'anonymous', ...ctx, data: { reason: 'unknown_account' }, occurredAt: clock.now() })
+        await withTransaction(db, (tx) => audit.insertEvent(tx, { type: 'login.failed', accountId: null, actor: 'anonymous', ...ctx, data: { reason: 'unknown_account' }, occurredAt: clock.now() }))
         throw invalidCredentials()
       }
       const { ok, needsRehash } = await hasher.verify(account.password_hash, password)
@@ -112,7 +112,7 @@ export function createSessionsService(deps: SessionsServiceDeps) {
         throw invalidCredentials()
       }
       if (deps.requireEmailVerification && account.email_verified_at === null) {
-        await audit.insertEvent(db, { type: 'login.failed', accountId: account.id, actor: 'anonymous', ...ctx, data: { reason: 'email_not_verified' }, occurredAt: clock.now() })
+        await withTransaction(db, (tx) => audit.insertEvent(tx, { type: 'login.failed', accountId: account.id, actor: 'anonymous', ...ctx, data: { reason: 'email_not_verified' }, occurredAt: clock.now() }))
         throw new AppError('email_not_verified', 'Verify your email address before signing in: follow the link we sent, or ask for a new one.')
       }
       const rehash = needsRehash ? await hasher.hash(password) : null
@@ -127,7 +127,7 @@ export function createSessionsService(deps: SessionsServiceDeps) {
         await sessionsRepository.insertRefreshToken(tx, { hash: hashToken(refreshToken), sessionId, now, expiresAt: tokenEnd })
         await audit.insertEvent(tx, { type: 'login.succeeded', accountId: account.id, actor: `account:${account.id}`, ...ctx, data: { session_id: sessionId, rehashed: rehash !== null }, occurredAt: now })
       })
-      return tokenPair(account.id, sessionId, refreshToken)
+      return tokenPair(account.id, sessionId, account.roles, refreshToken)
     },
 
     /**
@@ -142,7 +142,7 @@ export function createSessionsService(deps: SessionsServiceDeps) {
       const child = deriveChildToken(deps.refreshSecret, refreshToken)
       const now = clock.now()
       const rotated = await sessionsRepository.rotateRefreshToken(db, { hash, childHash: hashToken(child), now, idleSeconds: sessions.idleTtlSeconds })
-      if (rotated !== undefined) return tokenPair(rotated.account_id, rotated.session_id, child)
+      if (rotated !== undefined) return tokenPair(rotated.account_id, rotated.session_id, rotated.roles, child)
 
       // Not rotated: unknown, expired, dead session, or already used. Only "used" needs more thought.
       const state = await sessionsRepository.findRefreshToken(db, hash)
@@ -151,7 +151,7 @@ export function createSessionsService(deps: SessionsServiceDeps) {
       const sinceUse = now.getTime() - state.used_at.getTime()
       if (sinceUse <= sessions.refreshGraceSeconds * 1000 && state.has_child) {
         // A parallel tab or a lost response: hand back the same child, so the session never forks.
-        return tokenPair(state.account_id, state.session_id, child)
+        return tokenPair(state.account_id, state.session_id, state.roles, child)
       }
       await revokeForReuse(state.session_id, ctx)
       throw invalidGrant()

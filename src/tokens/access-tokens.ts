@@ -27,6 +27,8 @@ export interface AccessTokenClaims {
   readonly iat: number
   readonly aud: string | string[]
   readonly scope: string | undefined
+  /** A user's roles (`admin`…); empty for service clients. Changing roles ends the user's sessions. */
+  readonly roles: readonly string[]
 }
 
 export interface IssuedAccessToken {
@@ -36,7 +38,7 @@ export interface IssuedAccessToken {
 }
 
 export interface AccessTokens {
-  issue(subject: { accountId: string; sessionId: string }): Promise<IssuedAccessToken>
+  issue(subject: { accountId: string; sessionId: string; roles: readonly string[] }): Promise<IssuedAccessToken>
   /** A service client's token (client_credentials grant): no session, `sub` = `client_id`. */
   issueForClient(client: { clientId: string; scope: string; audience: string | string[] }): Promise<IssuedAccessToken>
   /**
@@ -72,6 +74,7 @@ export function createAccessTokens(deps: { keys: KeyStore; jwt: Config['jwt']; c
     const payload: Record<string, unknown> = { iss: jwt.issuer, sub: claims.sub, aud: claims.aud, exp: claims.exp, iat: claims.iat, jti: claims.jti, client_id: claims.client_id }
     if (claims.sid !== undefined) payload.sid = claims.sid
     if (claims.scope !== undefined) payload.scope = claims.scope
+    if (claims.sid !== undefined) payload.roles = claims.roles
     const input = `${Buffer.from(JSON.stringify(header)).toString('base64url')}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}`
     const signature = key.alg === 'EdDSA'
       ? cryptoSign(null, Buffer.from(input), key.privateKey)
@@ -85,13 +88,13 @@ export function createAccessTokens(deps: { keys: KeyStore; jwt: Config['jwt']; c
   }
 
   return {
-    async issue({ accountId, sessionId }) {
-      const claims: AccessTokenClaims = { ...baseClaims(), sub: accountId, sid: sessionId, client_id: FIRST_PARTY_CLIENT_ID, aud: jwt.audience, scope: undefined }
+    async issue({ accountId, sessionId, roles }) {
+      const claims: AccessTokenClaims = { ...baseClaims(), sub: accountId, sid: sessionId, client_id: FIRST_PARTY_CLIENT_ID, aud: jwt.audience, scope: undefined, roles: [...roles] }
       return { token: sign(claims), expiresIn: jwt.accessTokenTtlSeconds, claims }
     },
 
     async issueForClient({ clientId, scope, audience }) {
-      const claims: AccessTokenClaims = { ...baseClaims(), sub: clientId, sid: undefined, client_id: clientId, aud: audience, scope }
+      const claims: AccessTokenClaims = { ...baseClaims(), sub: clientId, sid: undefined, client_id: clientId, aud: audience, scope, roles: [] }
       return { token: sign(claims), expiresIn: jwt.accessTokenTtlSeconds, claims }
     },
 
@@ -134,9 +137,10 @@ export function createAccessTokens(deps: { keys: KeyStore; jwt: Config['jwt']; c
         if (err instanceof joseErrors.JOSEError) throw invalid('The access token is invalid.', err)
         throw invalid('The access token is invalid.', err)
       }
-      const { sub, sid, jti, exp, iat, aud, client_id: clientId, scope } = payload
+      const { sub, sid, jti, exp, iat, aud, client_id: clientId, scope, roles } = payload
       if (typeof sub !== 'string' || typeof jti !== 'string' || typeof exp !== 'number' || typeof iat !== 'number' ||
-        typeof clientId !== 'string' || aud === undefined || (scope !== undefined && typeof scope !== 'string')) {
+        typeof clientId !== 'string' || aud === undefined || (scope !== undefined && typeof scope !== 'string') ||
+        (roles !== undefined && (!Array.isArray(roles) || roles.length > 32 || !roles.every((r) => typeof r === 'string')))) {
         throw invalid('The access token is missing required claims.')
       }
       // Shapes are checked because values reach SQL: a user token has UUID sub and sid; a client token
@@ -147,7 +151,7 @@ export function createAccessTokens(deps: { keys: KeyStore; jwt: Config['jwt']; c
       }
       // A token "issued" in the future (beyond the leeway) is refused: it was not minted by this clock.
       if (iat > nowSeconds + jwt.leewaySeconds) throw invalid('The access token is not valid yet.')
-      const claims: AccessTokenClaims = { sub, sid: sid as string | undefined, client_id: clientId, jti, exp, iat, aud, scope }
+      const claims: AccessTokenClaims = { sub, sid: sid as string | undefined, client_id: clientId, jti, exp, iat, aud, scope, roles: roles ?? [] }
       cache?.set(token, claims)
       return claims
     },
