@@ -4,6 +4,7 @@
  */
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
+import underPressure from '@fastify/under-pressure'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import addFormats from 'ajv-formats'
 import type { Plugin } from 'ajv'
@@ -18,6 +19,8 @@ import { registerErrorHandling, sendError } from './http/problem.ts'
 import { requestIdFor } from './http/request-id.ts'
 import { OAuthErrorBody, Problem, TokenResponse } from './http/schemas.ts'
 import { keysRoutes } from './keys/keys.routes.ts'
+import { registerRateLimits } from './limits/limits.hook.ts'
+import { AppError } from './errors.ts'
 import { oauthRoutes } from './oauth/oauth.routes.ts'
 import { resetRoutes } from './passwords/reset.routes.ts'
 import { sessionsRoutes } from './sessions/sessions.routes.ts'
@@ -44,9 +47,9 @@ export async function buildApp(deps: Deps): Promise<FastifyInstance> {
     },
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
-    // Client IP from the socket: forwarding headers are not trusted (a trusted-proxy list comes with
-    // the rate-limiting issue).
-    trustProxy: false,
+    // Client IP from the socket, unless trusted proxies are configured: then the rightmost
+    // X-Forwarded-For hop that is not one of them (proxy-addr). Never the leftmost, which anyone can forge.
+    trustProxy: config.limits.trustedProxies.length > 0 ? [...config.limits.trustedProxies] : false,
     ajv: {
       // Strict input: wrong types are errors (no coercion), unknown fields are errors (no silent drop).
       customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false },
@@ -85,6 +88,22 @@ export async function buildApp(deps: Deps): Promise<FastifyInstance> {
       account_id: request.principal?.accountId,
     }, 'request')
   })
+
+  // Backpressure: while the event loop lags, shed new requests at once with 503 + Retry-After rather
+  // than let them queue into timeouts. Health routes opt out (config.pressureHandler) and stay fast.
+  if (config.limits.maxEventLoopDelayMs > 0) {
+    await app.register(underPressure, {
+      maxEventLoopDelay: config.limits.maxEventLoopDelayMs,
+      // The lag is the mean over each second; a second without a single sample counts as infinite lag.
+      retryAfter: 5,
+      exposeStatusRoute: false,
+      // A rejected promise reaches next(err), so the answer is the usual problem+json (or OAuth) error.
+      pressureHandler: async () => {
+        throw new AppError('overloaded', 'The service is overloaded; retry shortly.', {}, { retryAfterSeconds: 5 })
+      },
+    })
+  }
+  registerRateLimits(app, deps.limits)
 
   app.addSchema(Problem)
   app.addSchema(OAuthErrorBody)

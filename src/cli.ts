@@ -5,6 +5,8 @@
  */
 import { parseArgs } from 'node:util'
 import { createClientsService } from './clients/clients.service.ts'
+import { ADMIN_ROLE, createOperatorAccount } from './admin/admin.service.ts'
+import { createPasswordHasher } from './passwords/passwords.hasher.ts'
 import { Redis } from 'ioredis'
 import { createKeyStore } from './keys/keys.service.ts'
 import { KEYS_CHANNEL } from './sessions/revocation.redis.ts'
@@ -14,6 +16,9 @@ import { createPool, type Pool } from './db/pool.ts'
 import { createLogger, type Logger } from './logger.ts'
 import { loadConfigOrExit, openDatabase, runMigrations, serve, work } from './main.ts'
 import * as emailRepository from './email/email.repository.ts'
+import { auditChainKey } from './audit/audit.chain.ts'
+import { configureAudit } from './audit/audit.repository.ts'
+import { verifyChain } from './audit/audit.service.ts'
 import type { EmailJob } from './email/email.service.ts'
 import { createJobQueue, QUEUES } from './jobs/jobs.queue.ts'
 
@@ -34,6 +39,10 @@ Commands:
   keys list                     List signing keys and their state
   keys rotate                   Publish a new signing key now; it signs after one JWKS cache period
   keys revoke KID               Emergency: remove a key from the JWKS and from signing at once
+  audit verify                  Check the audit hash chain; prints its head; exit 1 when tampering is found
+  users create --email E [--admin] [--password-stdin]
+                                Create an active, verified account (--admin: the admin role);
+                                without --password-stdin a password is generated and printed once
   help                          Show this help
 
 Configuration comes from environment variables: see docs/configuration.md.`
@@ -47,6 +56,8 @@ async function withDatabase<T>(fn: (ctx: { db: Pool; config: Config; logger: Log
   const logger = createLogger(initial.logLevel === 'info' ? 'warn' : initial.logLevel, process.stderr)
   const { config, embedded } = await openDatabase(initial, logger)
   const db = createPool(config.database, logger, 'tessera-cli')
+  // Commands that change clients, keys or users write chained audit events (without the key they refuse to).
+  if (config.keyEncryptionKey !== undefined) configureAudit({ keyEncryptionKey: config.keyEncryptionKey, log: logger })
   try {
     return await fn({ db, config, logger })
   } finally {
@@ -120,6 +131,66 @@ async function keysCommand(args: string[]): Promise<void> {
     } else {
       throw new UsageError(`unknown keys action "${action ?? ''}"`)
     }
+  })
+}
+
+/**
+ * `audit verify`: recomputes the audit hash chain. Prints the report as JSON on stdout (keep its `head`
+ * somewhere outside the database: a later run whose chain no longer contains it shows a cut tail) and
+ * exits 1 when it found a problem, listing the problem rows on stderr too.
+ */
+async function auditCommand(args: string[]): Promise<void> {
+  const { positionals } = parseArgs({ args, allowPositionals: true, options: {} })
+  if (positionals[0] !== 'verify') throw new UsageError(`unknown audit action "${positionals[0] ?? ''}"`)
+  await withDatabase(async ({ db, config }) => {
+    if (config.keyEncryptionKey === undefined) throw new UsageError('audit verify needs TESSERA_KEY_ENCRYPTION_KEY (the chain key is derived from it)')
+    const started = performance.now()
+    const report = await verifyChain(db, auditChainKey(config.keyEncryptionKey))
+    const seconds = (performance.now() - started) / 1000
+    console.log(JSON.stringify({ ...report, seconds: Math.round(seconds * 1000) / 1000 }, null, 2))
+    if (!report.ok) {
+      for (const p of report.problems) console.error(`audit event ${p.id}: ${p.problem}`)
+      if (report.problemsOmitted > 0) console.error(`… and ${report.problemsOmitted} more`)
+      console.error('tessera: the audit chain does not verify')
+      process.exitCode = 1
+    }
+  })
+}
+
+/**
+ * `users create`: the way to bootstrap the first administrator (the admin API cannot create one). The
+ * password comes from stdin (`--password-stdin`, one trailing newline dropped: `printf`/`echo` both
+ * work) so that it never appears in the process list or shell history; otherwise one is generated and
+ * printed once.
+ */
+async function usersCommand(args: string[]): Promise<void> {
+  const { positionals, values } = parseArgs({ args, allowPositionals: true, options: { email: { type: 'string' }, admin: { type: 'boolean' }, 'password-stdin': { type: 'boolean' } } })
+  if (positionals[0] !== 'create') throw new UsageError(`unknown users action "${positionals[0] ?? ''}"`)
+  if (values.email === undefined) throw new UsageError('users create needs --email')
+  let password: string | undefined
+  if (values['password-stdin'] === true) {
+    if (process.stdin.isTTY) throw new UsageError('--password-stdin reads a password piped to stdin, not typed at a terminal')
+    const chunks: Buffer[] = []
+    let size = 0
+    for await (const chunk of process.stdin) {
+      size += (chunk as Buffer).length
+      // The policy refuses far less (TESSERA_PASSWORD_MAX_BYTES); this only bounds the memory.
+      if (size > 65_536) throw new UsageError('the password on stdin is too long')
+      chunks.push(chunk as Buffer)
+    }
+    password = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '')
+  }
+  await withDatabase(async ({ db, config }) => {
+    const created = await createOperatorAccount(
+      { db, clock: systemClock, hasher: createPasswordHasher(config.passwords), policy: config.passwords },
+      { email: values.email ?? '', password, roles: values.admin === true ? [ADMIN_ROLE] : [] },
+      'cli',
+    )
+    console.log(JSON.stringify({
+      id: created.id, email: created.email, roles: created.roles, status: 'active', email_verified: true,
+      ...(created.generatedPassword === undefined ? {} : { password: created.generatedPassword }),
+    }, null, 2))
+    if (created.generatedPassword !== undefined) console.error('The password is shown once and stored only as a hash: hand it over now, and have it changed.')
   })
 }
 
@@ -224,6 +295,8 @@ async function main(argv: string[]): Promise<void> {
     case 'keys':
       await keysCommand(argv.slice(1))
       return
+    case 'audit': await auditCommand(argv.slice(1)); return
+    case 'users': await usersCommand(argv.slice(1)); return
     default:
       throw new UsageError(`unknown command "${command}"`)
   }

@@ -9,6 +9,7 @@ import { availableParallelism } from 'node:os'
 import path from 'node:path'
 import { Type, type Static } from 'typebox'
 import { Value } from 'typebox/value'
+import { resolveRules, type Rule } from './limits/limits.rules.ts'
 
 const DAY = 86_400
 
@@ -142,8 +143,8 @@ export interface Config {
   readonly limits: {
     /** IPs/CIDRs of trusted reverse proxies (empty: the socket peer is the client). */
     readonly trustedProxies: readonly string[]
-    /** Raw JSON overrides of the rate-limit rules (parsed and validated by limits/). */
-    readonly rateLimitOverrides: string | undefined
+    /** The rate-limit rules: defaults with TESSERA_RATE_LIMITS applied (limits/limits.rules.ts). */
+    readonly rules: Readonly<Record<string, Rule>>
     readonly lockout: { readonly threshold: number; readonly baseSeconds: number; readonly maxSeconds: number; readonly hardLimit: number }
     readonly maxEventLoopDelayMs: number
   }
@@ -231,6 +232,12 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
   if (e.TESSERA_PASSWORD_MAX_LENGTH < e.TESSERA_PASSWORD_MIN_LENGTH) {
     problems.push('TESSERA_PASSWORD_MAX_LENGTH must be at least TESSERA_PASSWORD_MIN_LENGTH')
   }
+  let rules: Readonly<Record<string, Rule>> = {}
+  try {
+    rules = resolveRules(e.TESSERA_RATE_LIMITS)
+  } catch (err) {
+    problems.push((err as Error).message)
+  }
   if (e.TESSERA_LOCKOUT_MAX_SECONDS < e.TESSERA_LOCKOUT_BASE_SECONDS) {
     problems.push('TESSERA_LOCKOUT_MAX_SECONDS must be at least TESSERA_LOCKOUT_BASE_SECONDS')
   }
@@ -305,7 +312,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     },
     limits: {
       trustedProxies: (e.TESSERA_TRUSTED_PROXIES ?? '').split(',').map((x) => x.trim()).filter((x) => x !== ''),
-      rateLimitOverrides: e.TESSERA_RATE_LIMITS,
+      rules,
       lockout: {
         threshold: e.TESSERA_LOCKOUT_THRESHOLD,
         baseSeconds: e.TESSERA_LOCKOUT_BASE_SECONDS,

@@ -4,6 +4,8 @@
 import { createSecretKey } from 'node:crypto'
 import { createAccountsService } from './accounts/accounts.service.ts'
 import { createAdminService } from './admin/admin.service.ts'
+import { configureAudit } from './audit/audit.repository.ts'
+import { startAuditRetention } from './audit/audit.service.ts'
 import { createClientsService } from './clients/clients.service.ts'
 import { systemClock, type Clock } from './clock.ts'
 import type { Config } from './config.ts'
@@ -14,6 +16,7 @@ import { createEmailService } from './email/email.service.ts'
 import { createTemplates } from './email/email.templates.ts'
 import { createHealth } from './health/health.ts'
 import { createJobQueue } from './jobs/jobs.queue.ts'
+import { createRateLimits } from './limits/limits.service.ts'
 import { deriveSecret } from './keys/keys.crypto.ts'
 import { createKeyStore } from './keys/keys.service.ts'
 import { createLogger, type Logger } from './logger.ts'
@@ -36,6 +39,8 @@ export interface Overrides {
 export async function createDeps(config: Config, overrides: Overrides = {}) {
   if (config.keyEncryptionKey === undefined) throw new Error('createDeps: keyEncryptionKey is not set')
   const logger = overrides.logger ?? createLogger(config.logLevel)
+  // Every audit event is chained with a key derived from the KEK and copied to the log.
+  configureAudit({ keyEncryptionKey: config.keyEncryptionKey, log: logger })
   const clock = overrides.clock ?? systemClock
   const db = overrides.db ?? createPool(config.database, logger)
   const expectedVersion = (await readMigrations()).length
@@ -45,6 +50,7 @@ export async function createDeps(config: Config, overrides: Overrides = {}) {
   const revocationWindowSeconds = config.jwt.accessTokenTtlSeconds + config.jwt.leewaySeconds + 60
   const bus = config.redis.url === undefined ? undefined : createRedisBus({ url: config.redis.url, logger, metrics, ttlSeconds: revocationWindowSeconds })
 
+  const limits = createRateLimits({ rules: config.limits.rules, redisUrl: config.redis.url, logger, metrics })
   const hasher = overrides.hasher ?? createPasswordHasher(config.passwords)
   const keys = createKeyStore({
     db, config, clock, schedule: config.keys,
@@ -72,12 +78,15 @@ export async function createDeps(config: Config, overrides: Overrides = {}) {
     tokenSecret: createSecretKey(deriveSecret(config.keyEncryptionKey, 'email-tokens')),
   })
   const accounts = createAccountsService({ db, clock, hasher, policy: config.passwords, revocations, email, floorMs: config.email.enumerationFloorMs })
-  const reset = createResetService({ db, clock, hasher, policy: config.passwords, revocations, email, floorMs: config.email.enumerationFloorMs })
+  const reset = createResetService({ db, clock, hasher, policy: config.passwords, revocations, email, floorMs: config.email.enumerationFloorMs, limits })
   const sessions = createSessionsService({
     db, clock, hasher, accessTokens, revocations,
     sessions: config.sessions,
     passwordMaxBytes: config.passwords.maxBytes,
     requireEmailVerification: config.email.requireVerification,
+    lockout: config.limits.lockout,
+    email,
+    metrics,
     refreshSecret: createSecretKey(deriveSecret(config.keyEncryptionKey, 'refresh-derivation')),
   })
   const admin = createAdminService({ db, clock, revocations, email })
@@ -85,8 +94,9 @@ export async function createDeps(config: Config, overrides: Overrides = {}) {
   const oauth = createOAuthService({ db, clock, config, clients, sessions, accessTokens, revocations })
   const health = createHealth({ db, expectedVersion, timeoutMs: 2000 })
 
+  let stopAuditRetention: (() => Promise<void>) | undefined
   return {
-    config, logger, clock, db, metrics, bus, hasher, keys, accessTokens, revocations, queue, email, accounts, reset, sessions, admin, clients, oauth, health,
+    config, logger, clock, db, metrics, bus, hasher, keys, accessTokens, revocations, limits, queue, email, accounts, reset, sessions, admin, clients, oauth, health,
     /**
      * Loads what the hot paths keep in memory (keys, revocations) and connects the job queue. With
      * `worker`, this process also delivers queued email.
@@ -95,13 +105,19 @@ export async function createDeps(config: Config, overrides: Overrides = {}) {
       await keys.init()
       await revocations.start()
       await queue.start({ supervise: options.worker })
-      if (options.worker) await email.startWorker()
+      if (options.worker) {
+        await email.startWorker()
+        // Maintenance runs where workers run: audit retention (first pass after a minute, then daily).
+        stopAuditRetention = startAuditRetention({ db, clock, retentionDays: config.audit.retentionDays, logger })
+      }
     },
     /** Stops the worker after the attempts in progress (bounded by the shutdown timeout), then the rest. */
     async close(): Promise<void> {
+      await stopAuditRetention?.()
       email.stopWorker()
       await queue.stop({ graceful: true, timeoutMs: config.http.shutdownTimeoutMs })
       smtp?.close()
+      limits.close()
       revocations.stop()
       keys.close()
       await bus?.close()

@@ -52,12 +52,15 @@ export class AppError extends Error {
   readonly extensions: Readonly<Record<string, unknown>>
   /** Sent as `Retry-After` (seconds) when set. */
   readonly retryAfterSeconds: number | undefined
-  constructor(code: ErrorCode, message: string, extensions: Record<string, unknown> = {}, options?: ErrorOptions & { retryAfterSeconds?: number }) {
+  /** Extra response headers (e.g. the RateLimit headers of a 429). */
+  readonly headers: Readonly<Record<string, string>>
+  constructor(code: ErrorCode, message: string, extensions: Record<string, unknown> = {}, options?: ErrorOptions & { retryAfterSeconds?: number; headers?: Record<string, string> }) {
     super(message, options)
     this.name = 'AppError'
     this.code = code
     this.extensions = extensions
     this.retryAfterSeconds = options?.retryAfterSeconds
+    this.headers = options?.headers ?? {}
   }
   get status(): number {
     return statusByCode[this.code]

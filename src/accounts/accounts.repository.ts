@@ -65,29 +65,56 @@ export async function updatePassword(db: Queryable, id: string, passwordHash: st
   )
 }
 
-export async function recordLoginSuccess(db: Queryable, id: string, p: { ip: string | null; now: Date; rehash: string | null }): Promise<void> {
-  await db.query({
+/**
+ * Records a successful login, only if the account is still active: a disable (or a role change) that
+ * committed while the password was being hashed is seen here. Returns the account's current roles, or
+ * undefined when it is no longer active.
+ */
+export async function recordLoginSuccess(db: Queryable, id: string, p: { ip: string | null; now: Date; rehash: string | null }): Promise<{ roles: string[] } | undefined> {
+  const { rows } = await db.query<{ roles: string[] }>({
     name: 'accounts_login_success',
     text: `UPDATE accounts SET last_login_at = $2, last_login_ip = $3, failed_login_attempts = 0,
-             password_hash = coalesce($4, password_hash), updated_at = $2 WHERE id = $1`,
+             locked_until = NULL, password_hash = coalesce($4, password_hash), updated_at = $2
+           WHERE id = $1 AND status = 'active' RETURNING roles`,
     values: [id, p.now, p.ip, p.rehash],
   })
+  return rows[0]
 }
 
-/** Counts one failed attempt atomically (parallel failures are each counted); returns the new count. */
-export async function recordLoginFailure(db: Queryable, id: string): Promise<number> {
-  const { rows } = await db.query<{ failed_login_attempts: number }>({
+/** `locked_until` of an account locked until its password is reset (after the hard limit of failures). */
+export const LOCKED_UNTIL_RESET = new Date('9999-12-31T00:00:00Z')
+
+export interface LockoutPolicy {
+  readonly threshold: number
+  readonly baseSeconds: number
+  readonly maxSeconds: number
+  readonly hardLimit: number
+}
+
+/**
+ * Counts one failed attempt and applies the lock policy in the same statement, so parallel failures
+ * are each counted and each sees its own count: from `threshold` consecutive failures every further
+ * one locks the account for base × 2^(failures − threshold) seconds, capped at `maxSeconds`; at
+ * `hardLimit` it stays locked until a password reset.
+ */
+export async function recordLoginFailure(db: Queryable, id: string, now: Date, policy: LockoutPolicy): Promise<{ failures: number; lockedUntil: Date | null }> {
+  const { rows } = await db.query<{ failed_login_attempts: number; locked_until: Date | null }>({
     name: 'accounts_login_failure',
-    text: 'UPDATE accounts SET failed_login_attempts = failed_login_attempts + 1 WHERE id = $1 RETURNING failed_login_attempts',
-    values: [id],
+    text: `UPDATE accounts SET failed_login_attempts = failed_login_attempts + 1,
+             locked_until = CASE
+               WHEN failed_login_attempts + 1 >= $6 THEN $7::timestamptz
+               WHEN failed_login_attempts + 1 >= $3 THEN $2::timestamptz + make_interval(secs => least($5::float8, $4::float8 * power(2, failed_login_attempts + 1 - $3)))
+               ELSE locked_until END
+           WHERE id = $1 RETURNING failed_login_attempts, locked_until`,
+    values: [id, now, policy.threshold, policy.baseSeconds, policy.maxSeconds, policy.hardLimit, LOCKED_UNTIL_RESET],
   })
-  return rows[0]?.failed_login_attempts ?? 0
+  return { failures: rows[0]?.failed_login_attempts ?? 0, lockedUntil: rows[0]?.locked_until ?? null }
 }
 
 /** Erases the account's personal data, leaving a tombstone (status `deleted`) that can never log in. */
 export async function anonymise(db: Queryable, id: string, now: Date): Promise<void> {
   await db.query(
-    `UPDATE accounts SET status = 'deleted', email = 'deleted:' || id::text, email_verified_at = NULL, password_hash = '',
+    `UPDATE accounts SET status = 'deleted', email = 'deleted:' || id::text, email_verified_at = NULL, password_hash = '', roles = '{}',
        display_name = NULL, last_login_ip = NULL, updated_at = $2 WHERE id = $1`,
     [id, now],
   )

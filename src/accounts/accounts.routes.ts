@@ -26,6 +26,7 @@ const bearer = [{ bearerAuth: [] }]
 
 export const accountsRoutes: FastifyPluginAsyncTypebox<{ accounts: AccountsService; authenticate: preHandlerAsyncHookHandler }> = async (app, { accounts, authenticate }) => {
   app.post('/v1/accounts', {
+    config: { rateLimit: { op: 'register' } },
     schema: {
       operationId: 'register',
       tags: ['accounts'],
@@ -41,6 +42,7 @@ export const accountsRoutes: FastifyPluginAsyncTypebox<{ accounts: AccountsServi
   })
 
   app.post('/v1/email-verification', {
+    config: { rateLimit: { op: 'email_verification', account: 'email' } },
     schema: {
       operationId: 'requestEmailVerification',
       tags: ['email'],
@@ -55,6 +57,7 @@ export const accountsRoutes: FastifyPluginAsyncTypebox<{ accounts: AccountsServi
   })
 
   app.post('/v1/email-verification/confirm', {
+    config: { rateLimit: { op: 'email_verification_confirm' } },
     schema: {
       operationId: 'confirmEmailVerification',
       tags: ['email'],
@@ -70,6 +73,7 @@ export const accountsRoutes: FastifyPluginAsyncTypebox<{ accounts: AccountsServi
 
   app.post('/v1/me/email', {
     preHandler: authenticate,
+    config: { rateLimit: { op: 'email_change' } },
     schema: {
       operationId: 'requestEmailChange', tags: ['email'], summary: 'Change the email address', security: bearer,
       description: 'Requires the password. Sends a confirmation link to the new address and a notice to the current one; the address changes only when the link is used. 202 whether or not the new address is free.',
@@ -82,6 +86,7 @@ export const accountsRoutes: FastifyPluginAsyncTypebox<{ accounts: AccountsServi
   })
 
   app.post('/v1/me/email/confirm', {
+    config: { rateLimit: { op: 'email_change' } },
     schema: {
       operationId: 'confirmEmailChange', tags: ['email'], summary: 'Confirm a new email address with the token of its link',
       description: 'No access token needed: the link may be opened on another device. Every other outstanding link of the account dies.',

@@ -159,8 +159,9 @@ export function createAccountsService(deps: AccountsServiceDeps) {
         await accountsRepository.updatePassword(tx, account.id, passwordHash, now)
         const ids = await sessionsRepository.revokeAccountSessions(tx, account.id, 'password_changed', now, principal.sessionId)
         await email.revokeTokens(tx, account.id)
-        await audit.insertEvent(tx, { type: 'password.changed', accountId: account.id, actor: actorOf(principal), ...ctx, data: { sessions_revoked: ids.length }, occurredAt: now })
         await email.queueMessage(tx, { kind: 'password_changed', accountId: account.id, to: account.email })
+        // Last: the audit append holds the chain lock until commit (see audit.repository.ts).
+        await audit.insertEvent(tx, { type: 'password.changed', accountId: account.id, actor: actorOf(principal), ...ctx, data: { sessions_revoked: ids.length }, occurredAt: now })
         return ids
       })
       revocations.addSessions(revoked)

@@ -57,7 +57,7 @@ export const pagesRoutes: FastifyPluginAsyncTypebox<PagesOptions> = async (app, 
     if ((await email.peekToken(token, 'verify_email')) === undefined) return invalid(reply)
     return page(reply, 200, 'Confirm your email address', `<p>Confirm that this address is yours.</p>${form(LINK_PATHS.verify_email, token, 'Confirm my address')}`)
   })
-  app.post(LINK_PATHS.verify_email, { schema: tokenForm }, async (request, reply) => {
+  app.post(LINK_PATHS.verify_email, { schema: tokenForm, config: { rateLimit: { op: 'email_verification_confirm' } } }, async (request, reply) => {
     try {
       await accounts.confirmEmailVerification({ token: request.body.token }, requestContext(request))
     } catch (err) {
@@ -72,7 +72,7 @@ export const pagesRoutes: FastifyPluginAsyncTypebox<PagesOptions> = async (app, 
     if ((await email.peekToken(token, 'change_email')) === undefined) return invalid(reply)
     return page(reply, 200, 'Confirm your new email address', `<p>Confirm that this address should become the address of your account.</p>${form(LINK_PATHS.change_email, token, 'Use this address')}`)
   })
-  app.post(LINK_PATHS.change_email, { schema: tokenForm }, async (request, reply) => {
+  app.post(LINK_PATHS.change_email, { schema: tokenForm, config: { rateLimit: { op: 'email_change' } } }, async (request, reply) => {
     try {
       await accounts.confirmEmailChange({ token: request.body.token }, requestContext(request))
     } catch (err) {
@@ -88,7 +88,7 @@ export const pagesRoutes: FastifyPluginAsyncTypebox<PagesOptions> = async (app, 
     if (!(await reset.checkResetToken(token))) return invalid(reply)
     return page(reply, 200, 'Choose a new password', `<p>Every session of your account will be signed out.</p>${form(LINK_PATHS.reset_password, token, 'Set the new password', passwordField)}`)
   })
-  app.post(LINK_PATHS.reset_password, { schema: { body: Type.Object({ token: FormField, new_password: FormField }), hide: true } }, async (request, reply) => {
+  app.post(LINK_PATHS.reset_password, { schema: { body: Type.Object({ token: FormField, new_password: FormField }), hide: true }, config: { rateLimit: { op: 'password_reset_confirm' } } }, async (request, reply) => {
     const { token, new_password } = request.body
     try {
       await reset.confirmPasswordReset({ token, newPassword: new_password }, requestContext(request))
@@ -106,7 +106,7 @@ export const pagesRoutes: FastifyPluginAsyncTypebox<PagesOptions> = async (app, 
   app.get(FORGOT_PASSWORD_PATH, { schema: { hide: true } }, async (_request, reply) => {
     return page(reply, 200, 'Reset your password', `<form method="post" action="${escapeHtml(publicUrl + FORGOT_PASSWORD_PATH)}"><label>Email address <input type="email" name="email" autocomplete="email" required></label><button type="submit">Send me a link</button></form>`)
   })
-  app.post(FORGOT_PASSWORD_PATH, { schema: { body: Type.Object({ email: Type.String({ maxLength: 512 }) }), hide: true } }, async (request, reply) => {
+  app.post(FORGOT_PASSWORD_PATH, { schema: { body: Type.Object({ email: Type.String({ maxLength: 512 }) }), hide: true }, config: { rateLimit: { op: 'password_reset', account: 'email' } } }, async (request, reply) => {
     await reset.requestPasswordReset({ email: request.body.email }, requestContext(request))
     return page(reply, 200, 'Check your inbox', '<p>If this address has an account, a reset link is on its way to it.</p>')
   })

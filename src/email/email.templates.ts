@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs'
 import path from 'node:path'
 
-export const MESSAGE_KINDS = ['verify_email', 'registration_attempt', 'reset_password', 'password_changed', 'email_change_confirm', 'email_change_notice'] as const
+export const MESSAGE_KINDS = ['verify_email', 'registration_attempt', 'reset_password', 'password_changed', 'email_change_confirm', 'email_change_notice', 'account_locked'] as const
 export type MessageKind = (typeof MESSAGE_KINDS)[number]
 
 export interface TemplateVars {
@@ -55,6 +55,11 @@ const builtIn: Record<MessageKind, Template> = {
     subject: 'Confirm your new email address',
     text: 'Confirm that this address should become the address of your account (the link works for {{expires_in}}):\n\n{{link}}\n\nIf you did not ask for this, ignore this message.' + footer,
     html: '<p>Confirm that this address should become the address of your account (the link works for {{expires_in}}):</p><p><a href="{{link}}">Confirm my new address</a></p><p>If you did not ask for this, ignore this message.</p>',
+  },
+  account_locked: {
+    subject: 'Sign-in to your account was locked for a while',
+    text: 'After many failed sign-in attempts, sign-in to your account is locked for a while; the correct password will work again once the lock ends.\n\nIf it was not you, someone may be guessing your password. A password reset always works, even during the lock:\n\n{{forgot_url}}' + footer,
+    html: '<p>After many failed sign-in attempts, sign-in to your account is locked for a while; the correct password will work again once the lock ends.</p><p>If it was not you, someone may be guessing your password. <a href="{{forgot_url}}">A password reset</a> always works, even during the lock.</p>',
   },
   email_change_notice: {
     subject: 'A change of your email address was requested',

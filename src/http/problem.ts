@@ -69,6 +69,7 @@ function oauthCodeFor(err: AppError): OAuthErrorCode {
   switch (err.code) {
     case 'service_unavailable':
     case 'overloaded':
+    case 'rate_limited':
       return 'temporarily_unavailable'
     case 'internal_error':
       return 'server_error'
@@ -85,12 +86,13 @@ export function sendError(request: FastifyRequest, reply: FastifyReply, raw: unk
     request.log.warn({ err: raw }, err.message)
   }
   if (err instanceof AppError && err.retryAfterSeconds !== undefined) void reply.header('retry-after', String(err.retryAfterSeconds))
+  if (err instanceof AppError) for (const [name, value] of Object.entries(err.headers)) void reply.header(name, value)
 
   if (request.routeOptions.config.oauth === true) {
     const oauth = err instanceof OAuthError ? err : new OAuthError(oauthCodeFor(err), err.status >= 500 ? titleByCode[err.code] : err.message)
     if (oauth.error === 'invalid_client') void reply.header('www-authenticate', 'Basic realm="tessera"')
-    // 413 and 415 are HTTP-level refusals: they keep their status; only the body takes the RFC 6749 shape.
-    const status = err instanceof AppError && (err.code === 'payload_too_large' || err.code === 'unsupported_media_type') ? err.status : oauth.status
+    // 413, 415 and 429 are HTTP-level refusals: they keep their status; only the body takes the RFC 6749 shape.
+    const status = err instanceof AppError && (err.code === 'payload_too_large' || err.code === 'unsupported_media_type' || err.code === 'rate_limited') ? err.status : oauth.status
     return reply.code(status).header('cache-control', 'no-store').type('application/json; charset=utf-8')
       .send({ error: oauth.error, error_description: oauth.message })
   }

@@ -50,6 +50,9 @@ export function problemResponses(...statuses: number[]): Record<number, { descri
   }]))
 }
 
+/** A UUID as PostgreSQL accepts it. A pattern, not `format: 'uuid'`, which also accepts `urn:uuid:…` (a 500 from the database). */
+export const Uuid = Type.String({ pattern: '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$', maxLength: 36 })
+
 export const Password = Type.String({ minLength: 1, maxLength: 4096, description: 'Checked in code points after NFKC; never trimmed or truncated.' })
 export const Email = Type.String({ minLength: 3, maxLength: 512, description: 'Canonicalised: trimmed, NFKC, lower-cased (see docs/api.md for the grammar).' })
 

@@ -4,7 +4,7 @@
  */
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto'
 
-export type KeyPurpose = 'signing-keys' | 'refresh-derivation' | 'email-tokens'
+export type KeyPurpose = 'signing-keys' | 'refresh-derivation' | 'email-tokens' | 'audit-chain'
 
 export function deriveSecret(keyEncryptionKey: string, purpose: KeyPurpose): Buffer {
   const kek = Buffer.from(keyEncryptionKey, 'base64')

@@ -63,7 +63,7 @@ export const oauthRoutes: FastifyPluginAsyncTypebox<{ oauth: OAuthService }> = a
   const app = scope.withTypeProvider<TypeBoxTypeProvider>()
 
   app.post('/oauth/token', {
-    config: { oauth: true },
+    config: { oauth: true, rateLimit: { op: 'refresh' } },
     schema: {
       operationId: 'token', tags: ['oauth'], summary: 'OAuth 2.0 token endpoint',
       description: [
@@ -121,7 +121,7 @@ export const oauthRoutes: FastifyPluginAsyncTypebox<{ oauth: OAuthService }> = a
   })
 
   app.post('/oauth/introspect', {
-    config: { oauth: true },
+    config: { oauth: true, rateLimit: { op: 'introspect' } },
     schema: {
       operationId: 'introspect', tags: ['oauth'], summary: 'OAuth 2.0 token introspection (RFC 7662)',
       description: 'For authenticated service clients. `active: true` only for a current, unrevoked access token issued to the caller or meant for one of its audiences; everything else is `{ "active": false }`.',

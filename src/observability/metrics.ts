@@ -26,6 +26,18 @@ export function createMetrics() {
       labelNames: ['result'] as const,
       registers: [registry],
     }),
+    rateLimited: new Counter({
+      name: 'tessera_rate_limited_total',
+      help: 'Requests refused with 429, by the rule that refused them (e.g. login.ip, login.account_ip.fail).',
+      labelNames: ['rule'] as const,
+      registers: [registry],
+    }),
+    lockouts: new Counter({
+      name: 'tessera_lockouts_total',
+      help: 'Account locks set by failed logins, by kind (temporary, until_reset).',
+      labelNames: ['kind'] as const,
+      registers: [registry],
+    }),
     emailMessages: new Counter({
       name: 'tessera_email_messages_total',
       help: 'Messages asked for, by kind and result (queued, or throttled: not sent, same answer to the requester).',

@@ -6,6 +6,7 @@ import type { ResetService } from './reset.service.ts'
 
 export const resetRoutes: FastifyPluginAsyncTypebox<{ reset: ResetService }> = async (app, { reset }) => {
   app.post('/v1/password-reset', {
+    config: { rateLimit: { op: 'password_reset', account: 'email' } },
     schema: {
       operationId: 'requestPasswordReset',
       tags: ['passwords'],
@@ -20,6 +21,7 @@ export const resetRoutes: FastifyPluginAsyncTypebox<{ reset: ResetService }> = a
   })
 
   app.post('/v1/password-reset/confirm', {
+    config: { rateLimit: { op: 'password_reset_confirm' } },
     schema: {
       operationId: 'confirmPasswordReset',
       tags: ['passwords'],

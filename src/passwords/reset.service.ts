@@ -13,6 +13,7 @@ import type { EmailService } from '../email/email.service.ts'
 import { AppError } from '../errors.ts'
 import type { RequestContext } from '../http/context.ts'
 import { withMinimumDuration } from '../http/timing.ts'
+import type { RateLimits } from '../limits/limits.service.ts'
 import type { RevocationList } from '../sessions/revocation.ts'
 import * as sessionsRepository from '../sessions/sessions.repository.ts'
 import type { PasswordHasher } from './passwords.hasher.ts'
@@ -27,6 +28,7 @@ export interface ResetServiceDeps {
   email: EmailService
   /** TESSERA_ENUMERATION_FLOOR_MS. */
   floorMs: number
+  limits: RateLimits
 }
 
 export function createResetService(deps: ResetServiceDeps) {
@@ -79,11 +81,15 @@ export function createResetService(deps: ResetServiceDeps) {
         await accountsRepository.resetPassword(tx, account.id, passwordHash, now)
         const ids = await sessionsRepository.revokeAccountSessions(tx, account.id, 'password_reset', now)
         await email.revokeTokens(tx, account.id)
-        await audit.insertEvent(tx, { type: 'password.reset', accountId: account.id, actor: `account:${account.id}`, ...ctx, data: { sessions_revoked: ids.length }, occurredAt: now })
         await email.queueMessage(tx, { kind: 'password_changed', accountId: account.id, to: account.email })
+        // Last: the audit append holds the chain lock until commit (see audit.repository.ts).
+        await audit.insertEvent(tx, { type: 'password.reset', accountId: account.id, actor: `account:${account.id}`, ...ctx, data: { sessions_revoked: ids.length }, occurredAt: now })
         return ids
       })
       revocations.addSessions(revoked)
+      // The owner proved control of the address: the login failure budget of the account starts over
+      // (its lock and failure count were cleared in the transaction).
+      await deps.limits.forgetAccount('login', peeked.email)
     },
   }
 }

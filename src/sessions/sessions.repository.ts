@@ -1,6 +1,7 @@
 import type { Queryable } from '../db/pool.ts'
 
 export type RevokeReason = 'logout' | 'logout_everywhere' | 'revoked_by_user' | 'refresh_token_reuse' | 'password_changed' | 'password_reset' | 'account_deleted' | 'token_revoked'
+  | 'account_disabled' | 'roles_changed' | 'revoked_by_admin'
 
 export interface NewSession {
   readonly id: string

@@ -3,13 +3,14 @@ import type { preHandlerAsyncHookHandler } from 'fastify'
 import { Type } from 'typebox'
 import { principalOf } from '../http/authenticate.ts'
 import { requestContext } from '../http/context.ts'
-import { Email, Password, problemResponses, tokenResponseRef } from '../http/schemas.ts'
+import { Email, Password, Uuid, problemResponses, tokenResponseRef } from '../http/schemas.ts'
 import type { SessionsService } from './sessions.service.ts'
 
 const bearer = [{ bearerAuth: [] }]
 
 export const sessionsRoutes: FastifyPluginAsyncTypebox<{ sessions: SessionsService; authenticate: preHandlerAsyncHookHandler }> = async (app, { sessions, authenticate }) => {
   app.post('/v1/auth/login', {
+    config: { rateLimit: { op: 'login', account: 'email' } },
     schema: {
       operationId: 'login', tags: ['sessions'], summary: 'Sign in with email and password',
       description: 'Starts a session and returns its first token pair (RFC 6749 §5.1 shape). Every failure is the same 401 `invalid_credentials`.',
@@ -43,7 +44,7 @@ export const sessionsRoutes: FastifyPluginAsyncTypebox<{ sessions: SessionsServi
     schema: {
       operationId: 'revokeSession', tags: ['sessions'], summary: 'End one session (the current one included)', security: bearer,
       description: 'An id that is not one of the caller\'s sessions gets 404, whether or not it exists.',
-      params: Type.Object({ id: Type.String({ format: 'uuid' }) }),
+      params: Type.Object({ id: Uuid }),
       response: { 204: Type.Null(), ...problemResponses(400, 401, 404) },
     },
   }, async (request, reply) => {

@@ -8,6 +8,9 @@ import { withTransaction, type Pool } from '../db/pool.ts'
 import { AppError, OAuthError } from '../errors.ts'
 import type { Principal } from '../http/authenticate.ts'
 import type { RequestContext } from '../http/context.ts'
+import type { LockoutPolicy } from '../accounts/accounts.repository.ts'
+import type { EmailService } from '../email/email.service.ts'
+import type { Metrics } from '../observability/metrics.ts'
 import type { PasswordHasher } from '../passwords/passwords.hasher.ts'
 import { normalizePassword } from '../passwords/passwords.policy.ts'
 import type { AccessTokens } from '../tokens/access-tokens.ts'
@@ -46,6 +49,9 @@ export interface SessionsServiceDeps {
   passwordMaxBytes: number
   /** TESSERA_REQUIRE_EMAIL_VERIFICATION: an unverified account gets `email_not_verified`, after a correct password only. */
   requireEmailVerification: boolean
+  lockout: LockoutPolicy
+  email: EmailService
+  metrics: Metrics
   /** HMAC key that derives a refresh token's child from the token itself (see refresh-tokens.ts). */
   refreshSecret: KeyObject
 }
@@ -102,13 +108,37 @@ export function createSessionsService(deps: SessionsServiceDeps) {
         await withTransaction(db, (tx) => audit.insertEvent(tx, { type: 'login.failed', accountId: null, actor: 'anonymous', ...ctx, data: { reason: 'unknown_account' }, occurredAt: clock.now() }))
         throw invalidCredentials()
       }
+      if (account.locked_until !== null && account.locked_until > clock.now()) {
+        // Locked: the password is not checked (a right one gets the same answer as a wrong one), but the
+        // same work is done, so the answer's timing does not reveal the lock either.
+        await hasher.verifyDummy(password)
+        await withTransaction(db, (tx) => audit.insertEvent(tx, { type: 'login.failed', accountId: account.id, actor: 'anonymous', ...ctx, data: { reason: 'locked' }, occurredAt: clock.now() }))
+        throw invalidCredentials()
+      }
       const { ok, needsRehash } = await hasher.verify(account.password_hash, password)
       if (!ok || account.status !== 'active') {
         const reason = ok ? `account_${account.status}` : 'wrong_password'
-        await withTransaction(db, async (tx) => {
-          if (!ok) await accountsRepository.recordLoginFailure(tx, account.id)
-          await audit.insertEvent(tx, { type: 'login.failed', accountId: account.id, actor: 'anonymous', ...ctx, data: { reason }, occurredAt: clock.now() })
+        const now = clock.now()
+        // Audit events go last: appending to the chain holds its lock until commit, so no other lock may
+        // be taken after it (the account row, the email locks), or two logins could deadlock.
+        const locked = await withTransaction(db, async (tx) => {
+          if (ok) {
+            await audit.insertEvent(tx, { type: 'login.failed', accountId: account.id, actor: 'anonymous', ...ctx, data: { reason }, occurredAt: now })
+            return undefined
+          }
+          const { failures, lockedUntil } = await accountsRepository.recordLoginFailure(tx, account.id, now, deps.lockout)
+          const lockedNow = lockedUntil !== null && lockedUntil > now && failures >= deps.lockout.threshold
+          const untilReset = failures >= deps.lockout.hardLimit
+          // The owner hears of it once per streak (and when it becomes a lock until reset); throttled too.
+          if (lockedNow && (failures === deps.lockout.threshold || failures === deps.lockout.hardLimit)) {
+            await deps.email.queueMessage(tx, { kind: 'account_locked', accountId: account.id, to: account.email })
+          }
+          await audit.insertEvent(tx, { type: 'login.failed', accountId: account.id, actor: 'anonymous', ...ctx, data: { reason }, occurredAt: now })
+          if (!lockedNow) return undefined
+          await audit.insertEvent(tx, { type: 'account.locked', accountId: account.id, actor: 'system', ...ctx, data: { failures, locked_until: untilReset ? 'password_reset' : (lockedUntil?.toISOString() ?? null) }, occurredAt: now })
+          return untilReset ? 'until_reset' : 'temporary'
         })
+        if (locked !== undefined) deps.metrics.lockouts.inc({ kind: locked })
         throw invalidCredentials()
       }
       if (deps.requireEmailVerification && account.email_verified_at === null) {
@@ -121,13 +151,16 @@ export function createSessionsService(deps: SessionsServiceDeps) {
       const refreshToken = generateRefreshToken()
       const sessionEnd = new Date(now.getTime() + sessions.absoluteTtlSeconds * 1000)
       const tokenEnd = new Date(Math.min(now.getTime() + sessions.idleTtlSeconds * 1000, sessionEnd.getTime()))
-      await withTransaction(db, async (tx) => {
-        await accountsRepository.recordLoginSuccess(tx, account.id, { ip: ctx.ip, now, rehash })
+      const roles = await withTransaction(db, async (tx) => {
+        // Re-checked under the row lock: a disable or role change that committed during the hash wins.
+        const current = await accountsRepository.recordLoginSuccess(tx, account.id, { ip: ctx.ip, now, rehash })
+        if (current === undefined) throw invalidCredentials()
         await sessionsRepository.insertSession(tx, { id: sessionId, accountId: account.id, now, expiresAt: sessionEnd, ip: ctx.ip, userAgent: ctx.userAgent })
         await sessionsRepository.insertRefreshToken(tx, { hash: hashToken(refreshToken), sessionId, now, expiresAt: tokenEnd })
         await audit.insertEvent(tx, { type: 'login.succeeded', accountId: account.id, actor: `account:${account.id}`, ...ctx, data: { session_id: sessionId, rehashed: rehash !== null }, occurredAt: now })
+        return current.roles
       })
-      return tokenPair(account.id, sessionId, account.roles, refreshToken)
+      return tokenPair(account.id, sessionId, roles, refreshToken)
     },
 
     /**

@@ -13,7 +13,7 @@ import assert from 'node:assert/strict'
 import { randomBytes, randomInt } from 'node:crypto'
 import { after, before, describe, it } from 'node:test'
 import type pg from 'pg'
-import { CHEAP_HASHING, uniqueEmail, VALID_PASSWORD } from '../helpers/app.ts'
+import { CHEAP_HASHING, RELAXED_LIMITS, uniqueEmail, VALID_PASSWORD } from '../helpers/app.ts'
 import { createTestDatabase, testPool, type TestDatabase } from '../helpers/db.ts'
 import { jobWithoutMessage, violatedInvariants } from '../helpers/invariants.ts'
 import { startServer, waitFor, type ServerProcess } from '../helpers/process.ts'
@@ -49,6 +49,7 @@ describe('crash drill: SIGKILL during registrations', () => {
       LOG_LEVEL: 'info',
       TESSERA_WORKER_POLL_MS: '500',
       ...CHEAP_HASHING,
+      ...RELAXED_LIMITS,
     }
   })
   after(async () => {

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose'
-import { CHEAP_HASHING, uniqueEmail } from '../helpers/app.ts'
+import { CHEAP_HASHING, RELAXED_LIMITS, uniqueEmail } from '../helpers/app.ts'
 import { freePort, runCli, startServer, waitFor, type ServerProcess } from '../helpers/process.ts'
 
 const PUBLIC_URL = 'http://tessera.embedded.e2e'
@@ -64,6 +64,7 @@ describe('embedded mode (npm start without DATABASE_URL)', () => {
       TESSERA_PUBLIC_URL: PUBLIC_URL,
       LOG_LEVEL: 'info',
       ...CHEAP_HASHING,
+      ...RELAXED_LIMITS,
     }
   })
 

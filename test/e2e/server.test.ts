@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test'
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose'
 import pg from 'pg'
 import { readMigrations } from '../../src/db/migrator.ts'
-import { CHEAP_HASHING, uniqueEmail } from '../helpers/app.ts'
+import { CHEAP_HASHING, RELAXED_LIMITS, uniqueEmail } from '../helpers/app.ts'
 import { createTestDatabase, testPool, type TestDatabase } from '../helpers/db.ts'
 import { runCli, startServer, waitFor, type ServerProcess } from '../helpers/process.ts'
 
@@ -36,6 +36,7 @@ function serverEnv(db: TestDatabase, env: Record<string, string> = {}): Record<s
     PORT: '0',
     LOG_LEVEL: 'info',
     ...CHEAP_HASHING,
+    ...RELAXED_LIMITS,
     ...env,
   }
 }

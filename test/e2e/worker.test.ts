@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { after, before, describe, it } from 'node:test'
-import { CHEAP_HASHING, uniqueEmail, VALID_PASSWORD } from '../helpers/app.ts'
+import { CHEAP_HASHING, RELAXED_LIMITS, uniqueEmail, VALID_PASSWORD } from '../helpers/app.ts'
 import { createTestDatabase, testPool, type TestDatabase } from '../helpers/db.ts'
 import { runCli, spawnCli, startServer, waitFor, type CliProcess, type Exit, type ServerProcess } from '../helpers/process.ts'
 import { smtpEnv, startSmtpServer, type ReceivedMail, type TestSmtpServer } from '../helpers/smtp.ts'
@@ -53,6 +53,7 @@ function baseEnv(db: TestDatabase, env: Record<string, string>): Record<string, 
     PORT: '0',
     LOG_LEVEL: 'info',
     ...CHEAP_HASHING,
+    ...RELAXED_LIMITS,
     ...env,
   }
 }

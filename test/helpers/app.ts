@@ -8,12 +8,24 @@ import { buildApp } from '../../src/app.ts'
 import type { Clock } from '../../src/clock.ts'
 import { loadConfig, type Config } from '../../src/config.ts'
 import { createDeps, type Deps } from '../../src/deps.ts'
+import { DEFAULT_RULES } from '../../src/limits/limits.rules.ts'
 import { createLogger } from '../../src/logger.ts'
 import type { PasswordHasher } from '../../src/passwords/passwords.hasher.ts'
 import { createTestDatabase, type TestDatabase } from './db.ts'
 
 // Tests fire bursts (20–50 parallel requests) on purpose: a deeper hashing queue than production's.
 export const CHEAP_HASHING = { TESSERA_ARGON2_MEMORY_KIB: '1024', TESSERA_ARGON2_TIME_COST: '1', TESSERA_HASH_QUEUE_LIMIT: '100' } as const
+
+/**
+ * Tests send hundreds of requests from one address in seconds: every rate-limit rule gets a budget no
+ * test reaches, except in the tests about rate limits, which set their own (TESSERA_RATE_LIMITS). And
+ * parallel test files starve each other's event loops on 2 cores: load shedding is off too, except in
+ * its own test.
+ */
+export const RELAXED_LIMITS = {
+  TESSERA_RATE_LIMITS: JSON.stringify(Object.fromEntries(Object.keys(DEFAULT_RULES).map((name) => [name, { points: 1_000_000, seconds: 60 }]))),
+  TESSERA_MAX_EVENT_LOOP_DELAY_MS: '0',
+} as const
 
 export function testConfig(url: string, env: Record<string, string> = {}): Config {
   return loadConfig({
@@ -24,6 +36,7 @@ export function testConfig(url: string, env: Record<string, string> = {}): Confi
     // The outbox is the tests' recording mailer; the SMTP tests set SMTP_URL (and unset this) themselves.
     TESSERA_EMAIL_OUTBOX: 'true',
     ...CHEAP_HASHING,
+    ...RELAXED_LIMITS,
     ...env,
   })
 }
