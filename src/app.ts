@@ -20,6 +20,7 @@ import { requestIdFor } from './http/request-id.ts'
 import { OAuthErrorBody, Problem, TokenResponse } from './http/schemas.ts'
 import { keysRoutes } from './keys/keys.routes.ts'
 import { registerRateLimits } from './limits/limits.hook.ts'
+import { registerHttpMetrics } from './observability/instrument.ts'
 import { AppError } from './errors.ts'
 import { oauthRoutes } from './oauth/oauth.routes.ts'
 import { resetRoutes } from './passwords/reset.routes.ts'
@@ -103,6 +104,7 @@ export async function buildApp(deps: Deps): Promise<FastifyInstance> {
       },
     })
   }
+  registerHttpMetrics(app, deps.metrics)
   registerRateLimits(app, deps.limits)
 
   app.addSchema(Problem)

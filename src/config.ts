@@ -67,6 +67,10 @@ export const envSchema = Type.Object({
   TESSERA_EMAIL_THROTTLE_SECONDS: Type.Integer({ default: 60, minimum: 0, maximum: 3600, description: 'Minimum time between two messages of one kind to one address, and to one account. A throttled message is not sent; the requester gets the same answer.' }),
   TESSERA_EMAIL_THROTTLE_PER_HOUR: Type.Integer({ default: 5, minimum: 1, maximum: 1000, description: 'Most messages of one kind per address, and per account, in any hour.' }),
   TESSERA_ENUMERATION_FLOOR_MS: Type.Integer({ default: 50, minimum: 0, maximum: 2000, description: 'Password-reset and resend-verification requests are answered no sooner than this, whatever the address, so that response times do not reveal which addresses have accounts (the work differs by ~1–2 ms). Keep it above that work under load.' }),
+  METRICS_PORT: Type.Integer({ default: 9464, minimum: 0, maximum: 65535, description: 'Port of the management listener: `/metrics` (Prometheus) and, with TESSERA_PROFILING, the profiling endpoints. Never the public API port; 0 picks a free port.' }),
+  METRICS_HOST: Type.String({ default: '127.0.0.1', minLength: 1, description: 'Interface of the management listener. Keep it off the public network (`0.0.0.0` inside a pod whose port is not exposed by the Service).' }),
+  TESSERA_METRICS_ENABLED: Type.Boolean({ default: true, description: 'Open the management listener at all. False: no `/metrics`, no profiling.' }),
+  TESSERA_PROFILING: Type.Boolean({ default: false, description: 'Serve CPU profiles, heap snapshots and sampling heap profiles on the management listener, to bearers of an `admin` access token. Off by default.' }),
   TESSERA_TRUSTED_PROXIES: Type.Optional(Type.String({ maxLength: 4096, pattern: '^[0-9A-Fa-f:.,/ ]+$', description: 'Comma-separated IPs or CIDRs of the reverse proxies in front of Tessera. Unset: the client IP is the socket peer and forwarding headers are ignored. Set: the client IP is the rightmost `X-Forwarded-For` hop that is not a trusted proxy.' })),
   TESSERA_RATE_LIMITS: Type.Optional(Type.String({ maxLength: 8192, description: 'JSON object overriding rate limits per rule, e.g. `{"login.ip":{"points":50,"seconds":60}}`. Rules and defaults: docs/security.md.' })),
   TESSERA_LOCKOUT_THRESHOLD: Type.Integer({ default: 10, minimum: 3, maximum: 50, description: 'Consecutive failed logins of an account before each further failure locks it for a while.' }),
@@ -149,6 +153,7 @@ export interface Config {
     readonly maxEventLoopDelayMs: number
   }
   readonly audit: { readonly retentionDays: number }
+  readonly management: { readonly enabled: boolean; readonly host: string; readonly port: number; readonly profiling: boolean }
   readonly worker: {
     readonly mode: Env['TESSERA_WORKER']
     readonly concurrency: number
@@ -322,6 +327,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       maxEventLoopDelayMs: e.TESSERA_MAX_EVENT_LOOP_DELAY_MS,
     },
     audit: { retentionDays: e.TESSERA_AUDIT_RETENTION_DAYS },
+    management: { enabled: e.TESSERA_METRICS_ENABLED, host: e.METRICS_HOST, port: e.METRICS_PORT, profiling: e.TESSERA_PROFILING },
     worker: {
       mode: e.TESSERA_WORKER,
       concurrency: e.TESSERA_WORKER_CONCURRENCY,

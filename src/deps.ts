@@ -21,7 +21,8 @@ import { deriveSecret } from './keys/keys.crypto.ts'
 import { createKeyStore } from './keys/keys.service.ts'
 import { createLogger, type Logger } from './logger.ts'
 import { createOAuthService } from './oauth/oauth.service.ts'
-import { createMetrics } from './observability/metrics.ts'
+import { instrumentHasher, startActiveSessionsGauge } from './observability/instrument.ts'
+import { createMetrics, registerSaturationGauges } from './observability/metrics.ts'
 import { createRedisBus } from './sessions/revocation.redis.ts'
 import { createPasswordHasher, type PasswordHasher } from './passwords/passwords.hasher.ts'
 import { createResetService } from './passwords/reset.service.ts'
@@ -51,13 +52,20 @@ export async function createDeps(config: Config, overrides: Overrides = {}) {
   const bus = config.redis.url === undefined ? undefined : createRedisBus({ url: config.redis.url, logger, metrics, ttlSeconds: revocationWindowSeconds })
 
   const limits = createRateLimits({ rules: config.limits.rules, redisUrl: config.redis.url, logger, metrics })
-  const hasher = overrides.hasher ?? createPasswordHasher(config.passwords)
+  const hasher = instrumentHasher(overrides.hasher ?? createPasswordHasher(config.passwords), metrics)
   const keys = createKeyStore({
     db, config, clock, schedule: config.keys,
     onError: (err) => logger.warn({ err }, 'signing key reload failed; retrying'),
     onChange: () => bus?.publishKeysChanged(),
   })
-  const accessTokens = createAccessTokens({ keys, jwt: config.jwt, clock })
+  const accessTokens = createAccessTokens({ keys, jwt: config.jwt, clock, onIssued: (kind) => metrics.tokensIssued.inc({ kind }) })
+  registerSaturationGauges(metrics, {
+    pool: db,
+    poolMax: config.database.poolMax,
+    hashing: () => hasher.stats(),
+    keys: () => keys.activationTimes(),
+    now: () => clock.now(),
+  })
   const revocations = createRevocationList({
     db,
     clock,
@@ -66,6 +74,7 @@ export async function createDeps(config: Config, overrides: Overrides = {}) {
     bus,
     onError: (err) => logger.warn({ err }, 'revocation poll failed; retrying'),
     onPropagated: (lagMs) => metrics.revocationPropagation.observe(lagMs / 1000),
+    onRevoked: (kind, count) => metrics.revocations.inc({ kind }, count),
   })
   bus?.onReconnect(() => revocations.refresh().catch((err: unknown) => logger.warn({ err }, 'revocation rebuild failed')))
   bus?.onKeysChanged(() => { keys.reload().catch((err: unknown) => logger.warn({ err }, 'signing key reload failed')) })
@@ -77,7 +86,7 @@ export async function createDeps(config: Config, overrides: Overrides = {}) {
     config,
     tokenSecret: createSecretKey(deriveSecret(config.keyEncryptionKey, 'email-tokens')),
   })
-  const accounts = createAccountsService({ db, clock, hasher, policy: config.passwords, revocations, email, floorMs: config.email.enumerationFloorMs })
+  const accounts = createAccountsService({ db, clock, hasher, policy: config.passwords, revocations, email, floorMs: config.email.enumerationFloorMs, onRegistration: (result) => metrics.registrations.inc({ result }) })
   const reset = createResetService({ db, clock, hasher, policy: config.passwords, revocations, email, floorMs: config.email.enumerationFloorMs, limits })
   const sessions = createSessionsService({
     db, clock, hasher, accessTokens, revocations,
@@ -95,6 +104,7 @@ export async function createDeps(config: Config, overrides: Overrides = {}) {
   const health = createHealth({ db, expectedVersion, timeoutMs: 2000 })
 
   let stopAuditRetention: (() => Promise<void>) | undefined
+  let stopSessionsGauge: (() => void) | undefined
   return {
     config, logger, clock, db, metrics, bus, hasher, keys, accessTokens, revocations, limits, queue, email, accounts, reset, sessions, admin, clients, oauth, health,
     /**
@@ -105,6 +115,7 @@ export async function createDeps(config: Config, overrides: Overrides = {}) {
       await keys.init()
       await revocations.start()
       await queue.start({ supervise: options.worker })
+      stopSessionsGauge = startActiveSessionsGauge(db, metrics, () => clock.now())
       if (options.worker) {
         await email.startWorker()
         // Maintenance runs where workers run: audit retention (first pass after a minute, then daily).
@@ -113,6 +124,7 @@ export async function createDeps(config: Config, overrides: Overrides = {}) {
     },
     /** Stops the worker after the attempts in progress (bounded by the shutdown timeout), then the rest. */
     async close(): Promise<void> {
+      stopSessionsGauge?.()
       await stopAuditRetention?.()
       email.stopWorker()
       await queue.stop({ graceful: true, timeoutMs: config.http.shutdownTimeoutMs })

@@ -7,7 +7,9 @@ import { ConfigError, loadConfig, withDatabaseUrl, type Config } from './config.
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.ts'
 import { migrate } from './db/migrator.ts'
 import { createPool } from './db/pool.ts'
-import { createDeps } from './deps.ts'
+import { createDeps, type Deps } from './deps.ts'
+import { buildManagementApp } from './observability/management.ts'
+import type { FastifyInstance } from 'fastify'
 import { migrateQueueSchema } from './jobs/jobs.queue.ts'
 import { createLogger, type Logger } from './logger.ts'
 
@@ -56,6 +58,16 @@ export async function runMigrations(config: Config, logger: Logger): Promise<voi
   }
 }
 
+/** Opens the management listener (metrics, profiling) unless disabled; logs where it listens. */
+async function listenManagement(deps: Deps): Promise<FastifyInstance | undefined> {
+  const { management } = deps.config
+  if (!management.enabled) return undefined
+  const app = await buildManagementApp(deps)
+  const address = await app.listen({ host: management.host, port: management.port })
+  deps.logger.info({ address, profiling: management.profiling }, 'management listener (metrics) ready')
+  return app
+}
+
 export async function serve(env: NodeJS.ProcessEnv): Promise<void> {
   const initial = loadConfigOrExit(env)
   const logger = createLogger(initial.logLevel)
@@ -67,6 +79,7 @@ export async function serve(env: NodeJS.ProcessEnv): Promise<void> {
     await deps.start({ worker: config.worker.mode === 'in-process' })
     const app = await buildApp(deps)
     await app.listen({ host: config.http.host, port: config.http.port })
+    const management = await listenManagement(deps)
 
     let stopping = false
     const shutdown = async (signal: string) => {
@@ -78,6 +91,7 @@ export async function serve(env: NodeJS.ProcessEnv): Promise<void> {
       const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), config.http.shutdownTimeoutMs).unref())
       const closed = await Promise.race([app.close().then(() => 'closed' as const), timeout])
       if (closed === 'timeout') logger.warn({ timeoutMs: config.http.shutdownTimeoutMs }, 'shutdown timeout: closing remaining connections')
+      await management?.close()
       await deps.close()
       await stopEmbedded()
       logger.info('stopped')
@@ -105,12 +119,14 @@ export async function work(env: NodeJS.ProcessEnv): Promise<void> {
     if (config.database.migrateOnStart) await runMigrations(config, logger)
     const deps = await createDeps(config, { logger })
     await deps.start({ worker: true })
+    const management = await listenManagement(deps)
     logger.info({ concurrency: config.worker.concurrency, transport: config.email.transport }, 'worker started')
     let stopping = false
     const shutdown = async (signal: string) => {
       if (stopping) return
       stopping = true
       logger.info({ signal }, 'worker stopping: finishing the attempts in progress')
+      await management?.close()
       await deps.close()
       await embedded?.stop()
       logger.info('stopped')

@@ -58,6 +58,8 @@ export interface AccountsServiceDeps {
   email: EmailService
   /** TESSERA_ENUMERATION_FLOOR_MS. */
   floorMs: number
+  /** Called once per registration request (metrics). */
+  onRegistration?: (result: 'created' | 'duplicate') => void
 }
 
 function actorOf(p: Principal): string {
@@ -117,6 +119,7 @@ export function createAccountsService(deps: AccountsServiceDeps) {
             await email.queueMessage(tx, { kind: 'registration_attempt', accountId: owner.id, to: owner.email })
           }
         }
+        deps.onRegistration?.(created ? 'created' : 'duplicate')
         await audit.insertEvent(tx, {
           type: created ? 'account.registered' : 'account.registration_duplicate',
           accountId: created ? id : null,

@@ -32,6 +32,8 @@ export interface KeyStore {
   reload(): Promise<void>
   /** The key new tokens are signed with. */
   signingKey(): SigningKey
+  /** When the signing key and the oldest published key started signing (for the key-age metric). */
+  activationTimes(): { signingSince: Date | undefined; oldestPublished: Date | undefined }
   /** A published key by `kid`, or undefined. Never consults anything the token itself carries. */
   verificationKey(kid: string): KeyObject | undefined
   /** Like verificationKey, re-reading the keys (rate-limited) when the kid is unknown. */
@@ -199,6 +201,11 @@ export function createKeyStore(deps: { db: Pool; config: Config; clock: Clock; s
       const key = usable[usable.length - 1]
       if (key === undefined) throw new Error('no signing key is active')
       return key
+    },
+    activationTimes() {
+      const usable = usableForSigning(clock.now())
+      const oldest = keys.reduce<Date | undefined>((min, k) => (min === undefined || k.activatesAt < min ? k.activatesAt : min), undefined)
+      return { signingSince: usable[usable.length - 1]?.activatesAt, oldestPublished: oldest }
     },
     verificationKey: (kid) => byKid.get(kid)?.publicKey,
     async findVerificationKey(kid) {

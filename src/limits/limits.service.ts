@@ -95,7 +95,7 @@ export function createRateLimits(deps: { rules: Readonly<Record<string, Rule>>; 
     if (refused.length === 0) return taken
     if (refundOnRefusal) await Promise.all(taken.map(({ l, key }) => l.limiter.reward(key).catch(() => undefined)))
     const worst = refused.reduce((a, b) => (b.res.msBeforeNext > a.res.msBeforeNext ? b : a))
-    for (const { l } of refused) metrics.rateLimited.inc({ rule: l.name })
+    for (const { l } of refused) metrics.rateLimited.inc({ rule: l.name, key_type: l.kind })
     const retryAfter = Math.max(1, Math.ceil(worst.res.msBeforeNext / 1000))
     throw new AppError('rate_limited', 'Too many requests: wait before trying again.', {}, {
       retryAfterSeconds: retryAfter,

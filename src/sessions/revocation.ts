@@ -51,6 +51,8 @@ export function createRevocationList(deps: {
   onError?: (err: unknown) => void
   /** Called for each revocation received from another instance, with its age on arrival (ms). */
   onPropagated?: (lagMs: number) => void
+  /** Called for each revocation made on this instance (metrics). */
+  onRevoked?: (kind: 'session' | 'token', count: number) => void
 }): RevocationList {
   const { db, clock, windowSeconds, pollMs, bus } = deps
   let sessions = new Map<string, number>()
@@ -69,12 +71,14 @@ export function createRevocationList(deps: {
     isTokenRevoked: (jti) => tokens.has(jti),
     addSessions(sessionIds) {
       if (sessionIds.length === 0) return
+      deps.onRevoked?.('session', sessionIds.length)
       const at = clock.now().getTime()
       const events = sessionIds.map((id) => ({ kind: 'session' as const, id, at }))
       apply(events)
       bus?.publish(events)
     },
     addToken(jti, expiresAt) {
+      deps.onRevoked?.('token', 1)
       const event = { kind: 'token' as const, id: jti, at: clock.now().getTime(), expiresAt: expiresAt.getTime() }
       apply([event])
       bus?.publish([event])

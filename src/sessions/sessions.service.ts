@@ -99,21 +99,25 @@ export function createSessionsService(deps: SessionsServiceDeps) {
      * @throws AppError `invalid_credentials`, `email_not_verified` (correct password only), `overloaded`.
      */
     async login(input: { email: string; password: string }, ctx: RequestContext): Promise<TokenPair> {
+      const failed = (reason: string): AppError => {
+        deps.metrics.logins.inc({ result: 'failure', reason })
+        return invalidCredentials()
+      }
       const email = canonicalEmail(input.email)
-      if (Buffer.byteLength(input.password, 'utf8') > deps.passwordMaxBytes) throw invalidCredentials()
+      if (Buffer.byteLength(input.password, 'utf8') > deps.passwordMaxBytes) throw failed('invalid_input')
       const password = normalizePassword(input.password)
       const account = email === undefined ? undefined : await accountsRepository.findByEmail(db, email)
       if (account === undefined) {
         await hasher.verifyDummy(password)
         await withTransaction(db, (tx) => audit.insertEvent(tx, { type: 'login.failed', accountId: null, actor: 'anonymous', ...ctx, data: { reason: 'unknown_account' }, occurredAt: clock.now() }))
-        throw invalidCredentials()
+        throw failed('unknown_account')
       }
       if (account.locked_until !== null && account.locked_until > clock.now()) {
         // Locked: the password is not checked (a right one gets the same answer as a wrong one), but the
         // same work is done, so the answer's timing does not reveal the lock either.
         await hasher.verifyDummy(password)
         await withTransaction(db, (tx) => audit.insertEvent(tx, { type: 'login.failed', accountId: account.id, actor: 'anonymous', ...ctx, data: { reason: 'locked' }, occurredAt: clock.now() }))
-        throw invalidCredentials()
+        throw failed('locked')
       }
       const { ok, needsRehash } = await hasher.verify(account.password_hash, password)
       if (!ok || account.status !== 'active') {
@@ -139,10 +143,11 @@ export function createSessionsService(deps: SessionsServiceDeps) {
           return untilReset ? 'until_reset' : 'temporary'
         })
         if (locked !== undefined) deps.metrics.lockouts.inc({ kind: locked })
-        throw invalidCredentials()
+        throw failed(reason)
       }
       if (deps.requireEmailVerification && account.email_verified_at === null) {
         await withTransaction(db, (tx) => audit.insertEvent(tx, { type: 'login.failed', accountId: account.id, actor: 'anonymous', ...ctx, data: { reason: 'email_not_verified' }, occurredAt: clock.now() }))
+        deps.metrics.logins.inc({ result: 'failure', reason: 'email_not_verified' })
         throw new AppError('email_not_verified', 'Verify your email address before signing in: follow the link we sent, or ask for a new one.')
       }
       const rehash = needsRehash ? await hasher.hash(password) : null
@@ -154,12 +159,13 @@ export function createSessionsService(deps: SessionsServiceDeps) {
       const roles = await withTransaction(db, async (tx) => {
         // Re-checked under the row lock: a disable or role change that committed during the hash wins.
         const current = await accountsRepository.recordLoginSuccess(tx, account.id, { ip: ctx.ip, now, rehash })
-        if (current === undefined) throw invalidCredentials()
+        if (current === undefined) throw failed('account_changed')
         await sessionsRepository.insertSession(tx, { id: sessionId, accountId: account.id, now, expiresAt: sessionEnd, ip: ctx.ip, userAgent: ctx.userAgent })
         await sessionsRepository.insertRefreshToken(tx, { hash: hashToken(refreshToken), sessionId, now, expiresAt: tokenEnd })
         await audit.insertEvent(tx, { type: 'login.succeeded', accountId: account.id, actor: `account:${account.id}`, ...ctx, data: { session_id: sessionId, rehashed: rehash !== null }, occurredAt: now })
         return current.roles
       })
+      deps.metrics.logins.inc({ result: 'success', reason: 'ok' })
       return tokenPair(account.id, sessionId, roles, refreshToken)
     },
 
@@ -169,13 +175,19 @@ export function createSessionsService(deps: SessionsServiceDeps) {
      * @throws OAuthError `invalid_grant`.
      */
     async refresh(refreshToken: string, ctx: RequestContext): Promise<TokenPair> {
-      const invalidGrant = () => new OAuthError('invalid_grant', 'The refresh token is invalid, expired or revoked.')
+      const invalidGrant = () => {
+        deps.metrics.refreshes.inc({ result: 'invalid' })
+        return new OAuthError('invalid_grant', 'The refresh token is invalid, expired or revoked.')
+      }
       if (!looksLikeRefreshToken(refreshToken)) throw invalidGrant()
       const hash = hashToken(refreshToken)
       const child = deriveChildToken(deps.refreshSecret, refreshToken)
       const now = clock.now()
       const rotated = await sessionsRepository.rotateRefreshToken(db, { hash, childHash: hashToken(child), now, idleSeconds: sessions.idleTtlSeconds })
-      if (rotated !== undefined) return tokenPair(rotated.account_id, rotated.session_id, rotated.roles, child)
+      if (rotated !== undefined) {
+        deps.metrics.refreshes.inc({ result: 'rotated' })
+        return tokenPair(rotated.account_id, rotated.session_id, rotated.roles, child)
+      }
 
       // Not rotated: unknown, expired, dead session, or already used. Only "used" needs more thought.
       const state = await sessionsRepository.findRefreshToken(db, hash)
@@ -184,10 +196,12 @@ export function createSessionsService(deps: SessionsServiceDeps) {
       const sinceUse = now.getTime() - state.used_at.getTime()
       if (sinceUse <= sessions.refreshGraceSeconds * 1000 && state.has_child) {
         // A parallel tab or a lost response: hand back the same child, so the session never forks.
+        deps.metrics.refreshes.inc({ result: 'grace_replay' })
         return tokenPair(state.account_id, state.session_id, state.roles, child)
       }
       await revokeForReuse(state.session_id, ctx)
-      throw invalidGrant()
+      deps.metrics.refreshes.inc({ result: 'reuse_detected' })
+      throw new OAuthError('invalid_grant', 'The refresh token is invalid, expired or revoked.')
     },
 
     /** The caller's live sessions, most recently used first, the current one marked. */

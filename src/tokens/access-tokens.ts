@@ -60,7 +60,7 @@ function invalid(message: string, cause?: unknown): AppError {
   return new AppError('invalid_token', message, {}, { cause })
 }
 
-export function createAccessTokens(deps: { keys: KeyStore; jwt: Config['jwt']; clock: Clock }): AccessTokens {
+export function createAccessTokens(deps: { keys: KeyStore; jwt: Config['jwt']; clock: Clock; onIssued?: (kind: 'user' | 'client') => void }): AccessTokens {
   const { keys, jwt, clock } = deps
   const cache = jwt.verifiedCacheSize > 0 ? new LRUCache<string, AccessTokenClaims>({ max: jwt.verifiedCacheSize }) : undefined
 
@@ -90,11 +90,13 @@ export function createAccessTokens(deps: { keys: KeyStore; jwt: Config['jwt']; c
   return {
     async issue({ accountId, sessionId, roles }) {
       const claims: AccessTokenClaims = { ...baseClaims(), sub: accountId, sid: sessionId, client_id: FIRST_PARTY_CLIENT_ID, aud: jwt.audience, scope: undefined, roles: [...roles] }
+      deps.onIssued?.('user')
       return { token: sign(claims), expiresIn: jwt.accessTokenTtlSeconds, claims }
     },
 
     async issueForClient({ clientId, scope, audience }) {
       const claims: AccessTokenClaims = { ...baseClaims(), sub: clientId, sid: undefined, client_id: clientId, aud: audience, scope, roles: [] }
+      deps.onIssued?.('client')
       return { token: sign(claims), expiresIn: jwt.accessTokenTtlSeconds, claims }
     },
 

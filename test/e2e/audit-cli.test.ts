@@ -36,6 +36,7 @@ describe('tessera audit verify', () => {
       TESSERA_ARGON2_MEMORY_KIB: '1024',
       TESSERA_ARGON2_TIME_COST: '1',
       PORT: '0',
+      METRICS_PORT: '0',
       LOG_LEVEL: 'info',
     }
     server = await startServer(env)

@@ -25,6 +25,7 @@ describe('tessera CLI: clients and keys', () => {
       TESSERA_KEY_RELOAD_SECONDS: '1',
       TESSERA_JWKS_MAX_AGE_SECONDS: '10',
       PORT: '0',
+      METRICS_PORT: '0',
       LOG_LEVEL: 'info',
     }
     server = await startServer(env)

@@ -45,6 +45,7 @@ describe('crash drill: SIGKILL during registrations', () => {
       TESSERA_EMAIL_OUTBOX: 'true',
       TESSERA_PUBLIC_URL: 'http://tessera.drill',
       PORT: '0',
+      METRICS_PORT: '0',
       // info: startServer reads the "Server listening at" line.
       LOG_LEVEL: 'info',
       TESSERA_WORKER_POLL_MS: '500',

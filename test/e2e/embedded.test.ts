@@ -61,6 +61,7 @@ describe('embedded mode (npm start without DATABASE_URL)', () => {
       TESSERA_DATA_DIR: dataDir,
       TESSERA_EMBEDDED_PG_PORT: String(await freePort()),
       PORT: '0',
+      METRICS_PORT: '0',
       TESSERA_PUBLIC_URL: PUBLIC_URL,
       LOG_LEVEL: 'info',
       ...CHEAP_HASHING,

@@ -34,6 +34,7 @@ function serverEnv(db: TestDatabase, env: Record<string, string> = {}): Record<s
     TESSERA_EMAIL_OUTBOX: 'true',
     TESSERA_PUBLIC_URL: PUBLIC_URL,
     PORT: '0',
+    METRICS_PORT: '0',
     LOG_LEVEL: 'info',
     ...CHEAP_HASHING,
     ...RELAXED_LIMITS,
