@@ -104,7 +104,8 @@ export async function buildApp(deps: Deps): Promise<FastifyInstance> {
       },
     })
   }
-  registerHttpMetrics(app, deps.metrics)
+  // Off with TESSERA_METRICS_ENABLED=false (no listener to read them; and the bench compares the two).
+  if (config.management.enabled) registerHttpMetrics(app, deps.metrics)
   registerRateLimits(app, deps.limits)
 
   app.addSchema(Problem)
