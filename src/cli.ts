@@ -4,23 +4,34 @@
  * on the database directly (service clients, signing keys). Every command reads the same configuration.
  */
 import { parseArgs } from 'node:util'
-import { createClientsService } from './clients/clients.service.ts'
-import { ADMIN_ROLE, createOperatorAccount } from './admin/admin.service.ts'
-import { createPasswordHasher } from './passwords/passwords.hasher.ts'
-import { Redis } from 'ioredis'
-import { createKeyStore } from './keys/keys.service.ts'
-import { KEYS_CHANNEL } from './sessions/revocation.redis.ts'
-import { systemClock } from './clock.ts'
 import type { Config } from './config.ts'
-import { createPool, type Pool } from './db/pool.ts'
-import { createLogger, type Logger } from './logger.ts'
-import { loadConfigOrExit, openDatabase, runMigrations, serve, work } from './main.ts'
-import * as emailRepository from './email/email.repository.ts'
-import { auditChainKey } from './audit/audit.chain.ts'
-import { configureAudit } from './audit/audit.repository.ts'
-import { verifyChain } from './audit/audit.service.ts'
+import type { Pool } from './db/pool.ts'
+import type { Logger } from './logger.ts'
 import type { EmailJob } from './email/email.service.ts'
-import { createJobQueue, QUEUES } from './jobs/jobs.queue.ts'
+import { startTracingIfConfigured } from './observability/tracing.ts'
+
+// Tracing first (only when OTEL_* configure it, see docs/tracing.md): its instrumentations patch pg,
+// ioredis and node:http as they load, so every other module is imported after it has started — hence
+// the dynamic imports below instead of static ones (which would load before this line runs). Only the
+// long-running commands are traced: a one-shot operator command has no request to follow, and its
+// arguments (an email address) would be in the exported resource (process.command_args).
+if (['serve', 'worker'].includes(process.argv[2] ?? 'serve')) await startTracingIfConfigured(process.env)
+
+const { createClientsService } = await import('./clients/clients.service.ts')
+const { ADMIN_ROLE, createOperatorAccount } = await import('./admin/admin.service.ts')
+const { createPasswordHasher } = await import('./passwords/passwords.hasher.ts')
+const { Redis } = await import('ioredis')
+const { createKeyStore } = await import('./keys/keys.service.ts')
+const { KEYS_CHANNEL } = await import('./sessions/revocation.redis.ts')
+const { systemClock } = await import('./clock.ts')
+const { createPool } = await import('./db/pool.ts')
+const { createLogger } = await import('./logger.ts')
+const { loadConfigOrExit, openDatabase, runMigrations, serve, work } = await import('./main.ts')
+const emailRepository = await import('./email/email.repository.ts')
+const { auditChainKey } = await import('./audit/audit.chain.ts')
+const { configureAudit } = await import('./audit/audit.repository.ts')
+const { verifyChain } = await import('./audit/audit.service.ts')
+const { createJobQueue, QUEUES } = await import('./jobs/jobs.queue.ts')
 
 const usage = `Usage: tessera <command> [options]
 

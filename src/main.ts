@@ -9,6 +9,7 @@ import { migrate } from './db/migrator.ts'
 import { createPool } from './db/pool.ts'
 import { createDeps, type Deps } from './deps.ts'
 import { buildManagementApp } from './observability/management.ts'
+import { shutdownTracing } from './observability/tracing.ts'
 import type { FastifyInstance } from 'fastify'
 import { migrateQueueSchema } from './jobs/jobs.queue.ts'
 import { createLogger, type Logger } from './logger.ts'
@@ -93,6 +94,7 @@ export async function serve(env: NodeJS.ProcessEnv): Promise<void> {
       if (closed === 'timeout') logger.warn({ timeoutMs: config.http.shutdownTimeoutMs }, 'shutdown timeout: closing remaining connections')
       await management?.close()
       await deps.close()
+      await shutdownTracing()
       await stopEmbedded()
       logger.info('stopped')
       process.exit(closed === 'timeout' ? 1 : 0)
@@ -128,6 +130,7 @@ export async function work(env: NodeJS.ProcessEnv): Promise<void> {
       logger.info({ signal }, 'worker stopping: finishing the attempts in progress')
       await management?.close()
       await deps.close()
+      await shutdownTracing()
       await embedded?.stop()
       logger.info('stopped')
       process.exit(0)

@@ -11,6 +11,7 @@
  * pg-boss runs its statements on our own pool through an adapter: no second pool, the same
  * `statement_timeout`, and the same fault handling.
  */
+import { SpanStatusCode, trace } from '@opentelemetry/api'
 import { PgBoss, type JobResult, type JobWithMetadata } from 'pg-boss'
 import type { Config } from '../config.ts'
 import type { Pool, Queryable } from '../db/pool.ts'
@@ -59,6 +60,8 @@ function bossOptions(pool: Pool, options: { supervise: boolean }) {
     migrate: false,
     monitorVacuum: false,
     reindex: false,
+    // With tracing on, a job's attempts join the trace of the request that queued it.
+    openTelemetry: { propagateContext: true },
   }
 }
 
@@ -162,6 +165,12 @@ export function createJobQueue(options: JobQueueOptions) {
               // Only the message is kept with the job: no stack, nothing the error object may carry.
               const output = { message: err instanceof Error ? err.message : String(err) }
               results.push({ id: job.id, status: err instanceof PermanentJobError ? 'deadletter' : 'failed', output })
+              // pg-boss traces each attempt itself (its `process <queue>` span is the active one here)
+              // but ends it OK when the failure is reported per job: mark it failed. The error's name
+              // only, never its message (an SMTP refusal may quote the recipient). No-op without tracing.
+              const span = trace.getActiveSpan()
+              span?.setAttribute('error.type', err instanceof Error ? err.name : 'unknown')
+              span?.setStatus({ code: SpanStatusCode.ERROR })
             }
           }
           if (jobs.length > 0 && slot.workerId !== undefined) b.notifyWorker(slot.workerId)

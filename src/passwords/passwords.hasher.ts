@@ -5,6 +5,7 @@
  * Retry-After) at once instead of a request that times out in a queue.
  */
 import { hash, parseOptions, verify, type Algorithm } from '@node-rs/argon2'
+import { SpanStatusCode, trace } from '@opentelemetry/api'
 import pLimit from 'p-limit'
 import { AppError } from '../errors.ts'
 
@@ -43,6 +44,30 @@ export const storedHashCeilings = { memoryCost: 262_144, timeCost: 10, paralleli
 
 const ARGON2ID = 2 as Algorithm // Algorithm.Argon2id: a const enum, which erasable TypeScript cannot import
 
+const tracer = trace.getTracer('tessera')
+
+/**
+ * One span per operation (`password.hash`, `password.verify`), the wait for a slot included: that is
+ * what a request pays. A no-op with tracing off. The dummy verification of unknown accounts is a
+ * `password.verify` like any other, with nothing to tell it apart. Never an attribute from the input.
+ */
+function traced<T>(name: string, work: () => Promise<T>): Promise<T> {
+  const span = tracer.startSpan(name)
+  return work().then(
+    (result) => {
+      span.end()
+      return result
+    },
+    (err: unknown) => {
+      // The code (e.g. overloaded) or the error's name; never its message.
+      span.setAttribute('error.type', err instanceof AppError ? err.code : err instanceof Error ? err.name : 'unknown')
+      span.setStatus({ code: SpanStatusCode.ERROR })
+      span.end()
+      throw err
+    },
+  )
+}
+
 export function createPasswordHasher(options: PasswordHasherOptions): PasswordHasher {
   const limit = pLimit(options.concurrency)
   const params = { ...options.argon2, algorithm: ARGON2ID, outputLen: 32 }
@@ -71,23 +96,26 @@ export function createPasswordHasher(options: PasswordHasherOptions): PasswordHa
     return { usable, current }
   }
 
-  const hasher: PasswordHasher = {
-    hash: (password) => admit(() => hash(password, params)),
-    async verify(storedHash, password) {
-      const { usable, current } = isCurrent(storedHash)
-      if (!usable) {
-        await hasher.verifyDummy(password)
-        return { ok: false, needsRehash: false }
-      }
-      const ok = await admit(() => verify(storedHash, password))
-      return { ok, needsRehash: ok && !current }
-    },
-    async verifyDummy(password) {
-      dummyHash ??= hash('tessera-dummy-password-for-unknown-accounts', params)
-      const stored = await dummyHash
-      await admit(() => verify(stored, password))
-    },
+  async function verifyDummy(password: string): Promise<void> {
+    dummyHash ??= hash('tessera-dummy-password-for-unknown-accounts', params)
+    const stored = await dummyHash
+    await admit(() => verify(stored, password))
+  }
+
+  async function verifyStored(storedHash: string, password: string): Promise<VerifyResult> {
+    const { usable, current } = isCurrent(storedHash)
+    if (!usable) {
+      await verifyDummy(password)
+      return { ok: false, needsRehash: false }
+    }
+    const ok = await admit(() => verify(storedHash, password))
+    return { ok, needsRehash: ok && !current }
+  }
+
+  return {
+    hash: (password) => traced('password.hash', () => admit(() => hash(password, params))),
+    verify: (storedHash, password) => traced('password.verify', () => verifyStored(storedHash, password)),
+    verifyDummy: (password) => traced('password.verify', () => verifyDummy(password)),
     stats: () => ({ active: limit.activeCount, queued: limit.pendingCount }),
   }
-  return hasher
 }
