@@ -87,7 +87,7 @@ export function createMetrics() {
     }),
     redisUp: new Gauge({
       name: 'tessera_redis_up',
-      help: '1 while the Redis revocation bus is connected, 0 otherwise (absent without REDIS_URL).',
+      help: '1 while the Redis revocation bus is connected; 0 while it is not, and always 0 without REDIS_URL (alert on it only where Redis is configured).',
       registers: [registry],
     }),
     revocationsPublished: new Counter({
