@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto'
 import { after, before, describe, it } from 'node:test'
 import type pg from 'pg'
 import { createTestDatabase, testPool, type TestDatabase } from '../helpers/db.ts'
-import { runCli, startServer, type ServerProcess } from '../helpers/process.ts'
+import { processEnv, runCli, type ServerProcess, startServer } from '../helpers/process.ts'
 
 interface Report {
   ok: boolean
@@ -28,17 +28,7 @@ describe('tessera audit verify', () => {
   before(async () => {
     db = await createTestDatabase()
     sql = testPool(db.url)
-    env = {
-      DATABASE_URL: db.url,
-      TESSERA_KEY_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
-      TESSERA_EMAIL_OUTBOX: 'true',
-      TESSERA_PUBLIC_URL: 'http://tessera.e2e',
-      TESSERA_ARGON2_MEMORY_KIB: '1024',
-      TESSERA_ARGON2_TIME_COST: '1',
-      PORT: '0',
-      METRICS_PORT: '0',
-      LOG_LEVEL: 'info',
-    }
+    env = processEnv(db.url)
     server = await startServer(env)
   })
   after(async () => {

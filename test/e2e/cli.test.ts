@@ -3,10 +3,10 @@
  * effect seen by a running server over HTTP.
  */
 import assert from 'node:assert/strict'
-import { randomBytes } from 'node:crypto'
+
 import { after, before, describe, it } from 'node:test'
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts'
-import { runCli, startServer, type ServerProcess } from '../helpers/process.ts'
+import { processEnv, runCli, type ServerProcess, startServer } from '../helpers/process.ts'
 
 describe('tessera CLI: clients and keys', () => {
   let db: TestDatabase
@@ -15,19 +15,10 @@ describe('tessera CLI: clients and keys', () => {
 
   before(async () => {
     db = await createTestDatabase()
-    env = {
-      DATABASE_URL: db.url,
-      TESSERA_KEY_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
-      TESSERA_EMAIL_OUTBOX: 'true',
-      TESSERA_PUBLIC_URL: 'http://tessera.e2e',
-      TESSERA_ARGON2_MEMORY_KIB: '1024',
-      TESSERA_ARGON2_TIME_COST: '1',
+    env = processEnv(db.url, {
       TESSERA_KEY_RELOAD_SECONDS: '1',
       TESSERA_JWKS_MAX_AGE_SECONDS: '10',
-      PORT: '0',
-      METRICS_PORT: '0',
-      LOG_LEVEL: 'info',
-    }
+    })
     server = await startServer(env)
   })
   after(async () => {

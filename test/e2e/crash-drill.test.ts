@@ -10,13 +10,13 @@
  * message must then be undelivered (never twice) and its job still retryable.
  */
 import assert from 'node:assert/strict'
-import { randomBytes, randomInt } from 'node:crypto'
+import { randomInt } from 'node:crypto'
 import { after, before, describe, it } from 'node:test'
 import type pg from 'pg'
-import { CHEAP_HASHING, RELAXED_LIMITS, uniqueEmail, VALID_PASSWORD } from '../helpers/app.ts'
+import { uniqueEmail, VALID_PASSWORD } from '../helpers/app.ts'
 import { createTestDatabase, testPool, type TestDatabase } from '../helpers/db.ts'
 import { jobWithoutMessage, violatedInvariants } from '../helpers/invariants.ts'
-import { startServer, waitFor, type ServerProcess } from '../helpers/process.ts'
+import { processEnv, type ServerProcess, startServer, waitFor } from '../helpers/process.ts'
 
 const ROUNDS = 6
 const CLIENTS = 8
@@ -38,20 +38,11 @@ describe('crash drill: SIGKILL during registrations', () => {
   before(async () => {
     db = await createTestDatabase()
     sql = testPool(db.url)
-    env = {
-      DATABASE_URL: db.url,
-      // One key for every restart: the tokens of queued links are derived from it.
-      TESSERA_KEY_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
-      TESSERA_EMAIL_OUTBOX: 'true',
+    // Built once: every restart gets the same key-encryption key (queued links' tokens are derived from it).
+    env = processEnv(db.url, {
       TESSERA_PUBLIC_URL: 'http://tessera.drill',
-      PORT: '0',
-      METRICS_PORT: '0',
-      // info: startServer reads the "Server listening at" line.
-      LOG_LEVEL: 'info',
       TESSERA_WORKER_POLL_MS: '500',
-      ...CHEAP_HASHING,
-      ...RELAXED_LIMITS,
-    }
+    })
   })
   after(async () => {
     await server?.kill(5_000)

@@ -14,9 +14,9 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { parse as parseYaml } from 'yaml'
-import { CHEAP_HASHING, RELAXED_LIMITS, uniqueEmail } from '../helpers/app.ts'
+import { uniqueEmail } from '../helpers/app.ts'
 import { createTestDatabase, testPool, type TestDatabase } from '../helpers/db.ts'
-import { freePort, repoRoot, startServer, waitFor, type ServerProcess } from '../helpers/process.ts'
+import { freePort, processEnv, repoRoot, type ServerProcess, startServer, waitFor } from '../helpers/process.ts'
 
 const PROMETHEUS_DIR = path.join(repoRoot, 'deploy/observability/prometheus')
 const RULES_FILE = path.join(PROMETHEUS_DIR, 'rules/tessera.rules.yml')
@@ -185,20 +185,11 @@ describe('Prometheus scraping a running Tessera, with the rules loaded', { skip 
 
   before(async () => {
     db = await createTestDatabase()
-    server = await startServer({
-      DATABASE_URL: db.url,
-      TESSERA_KEY_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
-      TESSERA_EMAIL_OUTBOX: 'true',
-      TESSERA_PUBLIC_URL: 'http://tessera.e2e',
-      PORT: '0',
-      METRICS_PORT: '0',
-      LOG_LEVEL: 'info',
+    server = await startServer(processEnv(db.url, {
       // Every replay of a used refresh token counts as reuse (no grace window), so the test can
       // trigger the reuse alert with real requests.
       TESSERA_REFRESH_GRACE_SECONDS: '0',
-      ...CHEAP_HASHING,
-      ...RELAXED_LIMITS,
-    })
+    }))
     await waitFor('the management listener log line', () => server.logLines().some((l) => l.msg === 'management listener (metrics) ready'))
     const address = server.logLines().find((l) => l.msg === 'management listener (metrics) ready')?.address
     assert.equal(typeof address, 'string')

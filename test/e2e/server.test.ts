@@ -10,9 +10,9 @@ import { after, before, describe, it } from 'node:test'
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose'
 import pg from 'pg'
 import { readMigrations } from '../../src/db/migrator.ts'
-import { CHEAP_HASHING, RELAXED_LIMITS, uniqueEmail } from '../helpers/app.ts'
+import { uniqueEmail } from '../helpers/app.ts'
 import { createTestDatabase, testPool, type TestDatabase } from '../helpers/db.ts'
-import { runCli, startServer, waitFor, type ServerProcess } from '../helpers/process.ts'
+import { processEnv, runCli, type ServerProcess, startServer, waitFor } from '../helpers/process.ts'
 
 const PUBLIC_URL = 'http://tessera.e2e'
 
@@ -28,18 +28,10 @@ function newPassword(): string {
 }
 
 function serverEnv(db: TestDatabase, env: Record<string, string> = {}): Record<string, string> {
-  return {
-    DATABASE_URL: db.url,
-    TESSERA_KEY_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
-    TESSERA_EMAIL_OUTBOX: 'true',
+  return processEnv(db.url, {
     TESSERA_PUBLIC_URL: PUBLIC_URL,
-    PORT: '0',
-    METRICS_PORT: '0',
-    LOG_LEVEL: 'info',
-    ...CHEAP_HASHING,
-    ...RELAXED_LIMITS,
     ...env,
-  }
+  })
 }
 
 function client(base: string) {

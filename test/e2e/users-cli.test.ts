@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { after, before, describe, it } from 'node:test'
 import { createTestDatabase, type TestDatabase } from '../helpers/db.ts'
-import { repoRoot, runCli, startServer, type ServerProcess } from '../helpers/process.ts'
+import { processEnv, repoRoot, runCli, type ServerProcess, startServer } from '../helpers/process.ts'
 
 /** Like runCli, with `input` piped to stdin (runCli gives the child no stdin). */
 function runCliWithStdin(args: readonly string[], env: Record<string, string>, input: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -37,17 +37,7 @@ describe('tessera CLI: users create', () => {
 
   before(async () => {
     db = await createTestDatabase()
-    env = {
-      DATABASE_URL: db.url,
-      TESSERA_KEY_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
-      TESSERA_EMAIL_OUTBOX: 'true',
-      TESSERA_PUBLIC_URL: 'http://tessera.e2e',
-      TESSERA_ARGON2_MEMORY_KIB: '1024',
-      TESSERA_ARGON2_TIME_COST: '1',
-      PORT: '0',
-      METRICS_PORT: '0',
-      LOG_LEVEL: 'info',
-    }
+    env = processEnv(db.url)
     server = await startServer(env)
   })
   after(async () => {

@@ -7,11 +7,11 @@
  * (`node src/cli.ts …`) on a real PostgreSQL.
  */
 import assert from 'node:assert/strict'
-import { randomBytes } from 'node:crypto'
+
 import { after, before, describe, it } from 'node:test'
-import { CHEAP_HASHING, RELAXED_LIMITS, uniqueEmail, VALID_PASSWORD } from '../helpers/app.ts'
+import { uniqueEmail, VALID_PASSWORD } from '../helpers/app.ts'
 import { createTestDatabase, testPool, type TestDatabase } from '../helpers/db.ts'
-import { runCli, spawnCli, startServer, waitFor, type CliProcess, type Exit, type ServerProcess } from '../helpers/process.ts'
+import { type CliProcess, type Exit, processEnv, runCli, type ServerProcess, spawnCli, startServer, waitFor } from '../helpers/process.ts'
 import { smtpEnv, startSmtpServer, type ReceivedMail, type TestSmtpServer } from '../helpers/smtp.ts'
 
 const PUBLIC_URL = 'http://tessera.e2e'
@@ -46,17 +46,10 @@ interface OutboxEntry {
 
 /** The environment of every process of one database: the server, the worker and the CLI share the KEK. */
 function baseEnv(db: TestDatabase, env: Record<string, string>): Record<string, string> {
-  return {
-    DATABASE_URL: db.url,
-    TESSERA_KEY_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
+  return processEnv(db.url, {
     TESSERA_PUBLIC_URL: PUBLIC_URL,
-    PORT: '0',
-    METRICS_PORT: '0',
-    LOG_LEVEL: 'info',
-    ...CHEAP_HASHING,
-    ...RELAXED_LIMITS,
     ...env,
-  }
+  })
 }
 
 function post(base: string, path: string, body: unknown): Promise<Response> {

@@ -3,8 +3,10 @@
  * talk to it over a socket. The child gets only the environment a test gives it (plus PATH/HOME), so
  * nothing from the runner (DATABASE_URL, NODE_TEST_CONTEXT) leaks in.
  */
+import { randomBytes } from 'node:crypto'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
+import { CHEAP_HASHING, RELAXED_LIMITS } from './app.ts'
 import { freePort } from '../../scripts/lib/free-port.ts'
 
 export { freePort }
@@ -185,5 +187,27 @@ export async function waitFor(what: string, check: () => boolean | Promise<boole
     if (await check()) return
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
     await new Promise((r) => setTimeout(r, 25))
+  }
+}
+
+/**
+ * The environment of a real Tessera process in a test: its database, a fresh key-encryption key (pass
+ * the same `TESSERA_KEY_ENCRYPTION_KEY` in `extra` to processes that share a database), the development
+ * outbox, free ports for both listeners, cheap hashing and relaxed limits. `extra` overrides any of it.
+ * (This pulls in helpers/app.ts, hence src/: a test that must load src/ only after starting tracing
+ * imports this module dynamically.)
+ */
+export function processEnv(databaseUrl: string, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    DATABASE_URL: databaseUrl,
+    TESSERA_KEY_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
+    TESSERA_EMAIL_OUTBOX: 'true',
+    TESSERA_PUBLIC_URL: 'http://tessera.e2e',
+    PORT: '0',
+    METRICS_PORT: '0',
+    LOG_LEVEL: 'info',
+    ...CHEAP_HASHING,
+    ...RELAXED_LIMITS,
+    ...extra,
   }
 }

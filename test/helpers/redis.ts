@@ -7,7 +7,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { Socket } from 'node:net'
-import { freePort } from './process.ts'
+import { freePort } from '../../scripts/lib/free-port.ts'
 
 export function redisAvailable(): { ok: true } | { ok: false; reason: string } {
   const probe = spawnSync('redis-server', ['--version'], { encoding: 'utf8' })

@@ -319,23 +319,14 @@ describe('the real process', () => {
       })
       await new Promise<void>((r) => collector.listen(0, '127.0.0.1', r))
       const { createTestDatabase } = await import('../helpers/db.ts')
-      const { startServer } = await import('../helpers/process.ts')
+      const { processEnv, startServer } = await import('../helpers/process.ts')
       db = await createTestDatabase()
-      server = await startServer({
-        DATABASE_URL: db.url,
-        TESSERA_KEY_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
-        TESSERA_EMAIL_OUTBOX: 'true',
-        TESSERA_PUBLIC_URL: 'http://tessera.e2e',
-        TESSERA_ARGON2_MEMORY_KIB: '1024',
-        TESSERA_ARGON2_TIME_COST: '1',
-        PORT: '0',
-        METRICS_PORT: '0',
-        LOG_LEVEL: 'info',
+      server = await startServer(processEnv(db.url, {
         OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${(collector.address() as AddressInfo).port}`,
         OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
         OTEL_BSP_SCHEDULE_DELAY: '100',
         OTEL_SERVICE_NAME: 'tessera-e2e',
-      })
+      }))
     })
     after(async () => {
       await server.kill()
