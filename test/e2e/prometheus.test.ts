@@ -15,8 +15,8 @@ import path from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { parse as parseYaml } from 'yaml'
 import { uniqueEmail } from '../helpers/app.ts'
-import { createTestDatabase, testPool, type TestDatabase } from '../helpers/db.ts'
-import { freePort, processEnv, repoRoot, type ServerProcess, startServer, waitFor } from '../helpers/process.ts'
+import { createTestDatabase, type TestDatabase } from '../helpers/db.ts'
+import { freePort, processEnv, repoRoot, type ServerProcess, startServer, verifyByEmail, waitFor } from '../helpers/process.ts'
 
 const PROMETHEUS_DIR = path.join(repoRoot, 'deploy/observability/prometheus')
 const RULES_FILE = path.join(PROMETHEUS_DIR, 'rules/tessera.rules.yml')
@@ -85,24 +85,6 @@ function client(base: string) {
     json: (route: string, body: unknown) => fetch(new URL(route, base), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
     form: (route: string, fields: Record<string, string>) => fetch(new URL(route, base), { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(fields).toString() }),
     get: (route: string, headers: Record<string, string> = {}) => fetch(new URL(route, base), { headers }),
-  }
-}
-
-/** Reads the verification link from the development outbox (the in-process worker delivers it) and uses it. */
-async function verifyByEmail(databaseUrl: string, http: ReturnType<typeof client>, email: string): Promise<void> {
-  const sql = testPool(databaseUrl, 1)
-  try {
-    let token: string | null = null
-    await waitFor(`the verification message to ${email}`, async () => {
-      const { rows } = await sql.query<{ text_body: string }>("SELECT text_body FROM mail_outbox WHERE recipient = $1 AND subject LIKE 'Confirm%'", [email])
-      const link = /https?:\/\/\S+/.exec(rows[0]?.text_body ?? '')?.[0]
-      token = link === undefined ? null : new URL(link).searchParams.get('token')
-      return token !== null
-    }, 20_000)
-    const res = await http.json('/v1/email-verification/confirm', { token })
-    assert.equal(res.status, 204, await res.clone().text())
-  } finally {
-    await sql.end()
   }
 }
 
@@ -255,7 +237,7 @@ describe('Prometheus scraping a running Tessera, with the rules loaded', { skip 
     const password = `prometheus horse battery ${randomBytes(6).toString('hex')}`
     const reg = await http.json('/v1/accounts', { email, password })
     assert.equal(reg.status, 202, await reg.clone().text())
-    await verifyByEmail(db.url, http, email)
+    await verifyByEmail(db.url, server.baseUrl, email)
 
     // Phase 1: every series the rules read comes into existence (a labelled counter appears at its first
     // event), and Prometheus scrapes it once.

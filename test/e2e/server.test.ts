@@ -11,8 +11,8 @@ import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose'
 import pg from 'pg'
 import { readMigrations } from '../../src/db/migrator.ts'
 import { uniqueEmail } from '../helpers/app.ts'
-import { createTestDatabase, testPool, type TestDatabase } from '../helpers/db.ts'
-import { processEnv, runCli, type ServerProcess, startServer, waitFor } from '../helpers/process.ts'
+import { createTestDatabase, type TestDatabase } from '../helpers/db.ts'
+import { processEnv, runCli, type ServerProcess, startServer, verifyByEmail, waitFor } from '../helpers/process.ts'
 
 const PUBLIC_URL = 'http://tessera.e2e'
 
@@ -85,27 +85,6 @@ function slowPost(base: string, route: string, body: string): { sendRest(): void
   return { sendRest: () => { req.end(body.slice(10)) }, response, agent }
 }
 
-/**
- * Waits for the in-process worker to put the verification message in the outbox, then uses its token
- * through the API. (The tokens of email links are logged by the development outbox, by design.)
- */
-async function verifyByEmail(databaseUrl: string, http: ReturnType<typeof client>, email: string): Promise<void> {
-  const sql = testPool(databaseUrl, 1)
-  try {
-    let token: string | null = null
-    await waitFor(`the verification message to ${email}`, async () => {
-      const { rows } = await sql.query<{ text_body: string }>("SELECT text_body FROM mail_outbox WHERE recipient = $1 AND subject LIKE 'Confirm%'", [email])
-      const link = /https?:\/\/\S+/.exec(rows[0]?.text_body ?? '')?.[0]
-      token = link === undefined ? null : new URL(link).searchParams.get('token')
-      return token !== null
-    }, 20_000)
-    const res = await http.json('/v1/email-verification/confirm', { token })
-    assert.equal(res.status, 204, await res.clone().text())
-  } finally {
-    await sql.end()
-  }
-}
-
 function bearer(token: string): { authorization: string } {
   return { authorization: `Bearer ${token}` }
 }
@@ -122,7 +101,7 @@ describe('tessera serve over HTTP', () => {
     secrets.add(password)
     const reg = await http.json('/v1/accounts', { email, password })
     assert.equal(reg.status, 202, await reg.clone().text())
-    await verifyByEmail(db.url, http, email)
+    await verifyByEmail(db.url, server.baseUrl, email)
     const res = await http.json('/v1/auth/login', { email, password })
     assert.equal(res.status, 200, await res.clone().text())
     const tokens = await res.json() as Tokens
@@ -148,7 +127,7 @@ describe('tessera serve over HTTP', () => {
     const reg = await http.json('/v1/accounts', { email, password, display_name: 'Ada' })
     assert.equal(reg.status, 202)
     assert.equal((await reg.json() as { status: string }).status, 'accepted')
-    await verifyByEmail(db.url, http, email)
+    await verifyByEmail(db.url, server.baseUrl, email)
 
     const login = await http.json('/v1/auth/login', { email, password })
     assert.equal(login.status, 200)
@@ -252,7 +231,7 @@ describe('tessera serve over HTTP', () => {
     const email = uniqueEmail('traced')
     const registerId = id()
     await traced(registerId, () => http.json('/v1/accounts', { email, password }, { 'x-request-id': registerId }))
-    await verifyByEmail(db.url, http, email)
+    await verifyByEmail(db.url, server.baseUrl, email)
     const loginId = id()
     const login = await fetch(new URL('/v1/auth/login', server.baseUrl), { method: 'POST', headers: { 'content-type': 'application/json', 'x-request-id': loginId }, body: JSON.stringify({ email, password }) })
     const loginTokens = await login.json() as Tokens
@@ -348,7 +327,7 @@ describe('graceful shutdown under load', () => {
     const email = uniqueEmail('drain')
     const password = newPassword()
     assert.equal((await http.json('/v1/accounts', { email, password })).status, 202)
-    await verifyByEmail(db.url, http, email)
+    await verifyByEmail(db.url, server.baseUrl, email)
     const tokens = await (await http.json('/v1/auth/login', { email, password })).json() as Tokens
 
     interface Outcome { path: string; sentAt: number; receivedAt: number; status?: number; error?: string }

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { CHEAP_HASHING, RELAXED_LIMITS } from './app.ts'
+import { testPool } from './db.ts'
 import { freePort } from '../../scripts/lib/free-port.ts'
 
 export { freePort }
@@ -209,5 +210,27 @@ export function processEnv(databaseUrl: string, extra: Record<string, string> = 
     ...CHEAP_HASHING,
     ...RELAXED_LIMITS,
     ...extra,
+  }
+}
+
+/**
+ * Follows the verification link of `email` against a real process: waits for its in-process worker to
+ * put the message in the development outbox, then uses the token through the API. (The development
+ * outbox logs link tokens by design: never add them to a test's "never logged" secrets.)
+ */
+export async function verifyByEmail(databaseUrl: string, baseUrl: string, email: string): Promise<void> {
+  const sql = testPool(databaseUrl, 1)
+  try {
+    let token: string | null = null
+    await waitFor(`the verification message to ${email}`, async () => {
+      const { rows } = await sql.query<{ text_body: string }>("SELECT text_body FROM mail_outbox WHERE recipient = $1 AND subject LIKE 'Confirm%'", [email])
+      const link = /https?:\/\/\S+/.exec(rows[0]?.text_body ?? '')?.[0]
+      token = link === undefined ? null : new URL(link).searchParams.get('token')
+      return token !== null
+    }, 20_000)
+    const res = await fetch(new URL('/v1/email-verification/confirm', baseUrl), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token }) })
+    if (res.status !== 204) throw new Error(`verification failed: ${res.status} ${await res.text()}`)
+  } finally {
+    await sql.end()
   }
 }
