@@ -79,8 +79,10 @@ export async function serve(env: NodeJS.ProcessEnv): Promise<void> {
     const deps = await createDeps(config, { logger })
     await deps.start({ worker: config.worker.mode === 'in-process' })
     const app = await buildApp(deps)
-    await app.listen({ host: config.http.host, port: config.http.port })
+    // The management listener first: once the public listener logs "Server listening", the process must
+    // already handle SIGTERM (the handlers below are installed with no await in between).
     const management = await listenManagement(deps)
+    await app.listen({ host: config.http.host, port: config.http.port })
 
     let stopping = false
     const shutdown = async (signal: string) => {
