@@ -2,23 +2,11 @@
  * SQL of the admin API: account listing and the admin view of one account, the account-state changes
  * only administrators make, operator-created accounts, and the audit-event listing.
  */
+import type { AccountRow } from '../accounts/accounts.repository.ts'
 import type { Queryable } from '../db/pool.ts'
 
 /** The columns an administrator sees of an account (no password hash). */
-export interface AdminAccountRow {
-  id: string
-  email: string
-  email_verified_at: Date | null
-  display_name: string | null
-  status: 'active' | 'disabled' | 'deleted'
-  roles: string[]
-  created_at: Date
-  updated_at: Date
-  last_login_at: Date | null
-  last_login_ip: string | null
-  failed_login_attempts: number
-  locked_until: Date | null
-  password_changed_at: Date
+export interface AdminAccountRow extends Omit<AccountRow, 'password_hash'> {
   /**
    * `created_at` in UTC with PostgreSQL's full (microsecond) precision: the pagination key. A JS Date
    * keeps milliseconds only, so a cursor built from one could skip or repeat rows that share a millisecond.

@@ -56,16 +56,8 @@ export interface AdminUserDetail extends AdminUserView {
   live_sessions: number
 }
 
-export interface AuditEventView {
-  id: number
+export interface AuditEventView extends Omit<AuditEventRow, 'occurred_at'> {
   occurred_at: string
-  type: string
-  account_id: string | null
-  actor: string
-  ip: string | null
-  user_agent: string | null
-  request_id: string | null
-  data: Record<string, unknown>
 }
 
 function toUserView(a: AdminAccountRow, now: Date): AdminUserView {
