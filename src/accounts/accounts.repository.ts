@@ -127,11 +127,6 @@ export async function findByIdForUpdate(db: Queryable, id: string): Promise<Acco
   return rows[0]
 }
 
-export async function findById(db: Queryable, id: string): Promise<AccountRow | undefined> {
-  const { rows } = await db.query<AccountRow>('SELECT * FROM accounts WHERE id = $1', [id])
-  return rows[0]
-}
-
 /** Marks the address verified (keeps the first verification time). */
 export async function markEmailVerified(db: Queryable, id: string, now: Date): Promise<void> {
   await db.query('UPDATE accounts SET email_verified_at = coalesce(email_verified_at, $2), updated_at = $2 WHERE id = $1', [id, now])
