@@ -112,9 +112,6 @@ describe('rate limits', () => {
       assert.deepEqual(viaProxy, [401, 401, 429])
       // A different real client behind the same proxy has its own budget.
       assert.equal((await loginAs(proxied, uniqueEmail(), WRONG, '10.1.2.3', { 'x-forwarded-for': '192.0.2.78' })).statusCode, 401)
-      // The proxy's own address would be the client only when nothing is forwarded.
-      const me = await proxied.app.inject({ method: 'GET', url: '/livez', remoteAddress: '10.1.2.3', headers: { 'x-forwarded-for': '192.0.2.79' } })
-      assert.equal(me.statusCode, 200)
     } finally {
       await direct.close()
       await proxied.close()
